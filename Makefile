@@ -1,0 +1,39 @@
+# One entry point for humans and CI. Every target installs what it needs itself.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test lint typecheck unit demo sandbox clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required: install python3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## make test: lint, type-check, then the whole test suite (needs Redis on ZNS_TEST_REDIS_URL, default 127.0.0.1:6379)
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+## make demo: sandbox Zalo + worker + a sample logistics journey set, with progress and a summary
+demo: $(STAMP)
+	$(BIN)/zns demo
+
+sandbox: $(STAMP)
+	$(BIN)/zns sandbox
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Celery task definitions (thin adapters over `worker`)."""

@@ -1,0 +1,1 @@
+"""zns-journey-worker: send Zalo ZNS Journey messages from Celery, exactly once."""

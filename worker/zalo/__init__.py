@@ -1,0 +1,1 @@
+"""The Zalo API: client, error-code table and tolerant response models."""
