@@ -1,16 +1,425 @@
-"""The `zns` command line: parse, call, exit code."""
+"""The `zns` command line: parse, call, print, exit code.
+
+Exit codes: 0 success, 1 the operation found a problem (e.g. invalid jobs), 2 usage or
+configuration error.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from worker.celery_app import QUEUE
+from worker.errors import ConfigError, InvalidJob
+from worker.parking import ParkReason
+from worker.runtime import Runtime, build_runtime
+from worker.sandbox.cli import sandbox_command
+from worker.settings import DEFAULT_ACCOUNT, Settings, load_settings
+
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Zalo ZNS Journey worker.")
+dead_letters_app = typer.Typer(no_args_is_help=True, help="Inspect, replay or purge dead letters.")
+parked_app = typer.Typer(no_args_is_help=True, help="Inspect or release parked jobs.")
+account_app = typer.Typer(no_args_is_help=True, help="Pause, resume or inspect an account.")
+app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(parked_app, name="parked")
+app.add_typer(account_app, name="account")
+app.command("sandbox")(sandbox_command)
+
+out = Console()
+err = Console(stderr=True)
+
+AccountOpt = Annotated[str, typer.Option("--account", "-a", help="Which OA.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _runtime() -> Runtime:
+    return build_runtime(_settings())
+
+
+def _print_json(value: Any) -> None:
+    out.print_json(json.dumps(value, default=str))
+
+
+# -- worker ------------------------------------------------------------------------------------
 
 
 @app.command()
-def demo() -> None:
-    """Run the demo: sandbox Zalo + worker + a sample journey set."""
-    typer.echo("not yet: the demo arrives with the journey pipeline (issue #3)")
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", help="Threads (default: settings).")
+    ] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "INFO",
+    hostname: Annotated[str | None, typer.Option("--hostname", "-n")] = None,
+) -> None:
+    """Run a Celery worker on queue `zns` with our defaults (threads pool)."""
+    settings = _settings()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks.app",
+        "worker",
+        "-Q",
+        QUEUE,
+        "-P",
+        "threads",
+        "-c",
+        str(concurrency or settings.celery.concurrency),
+        "-l",
+        loglevel,
+        "-E",
+    ]
+    if hostname:
+        argv += ["-n", hostname]
+    os.execv(sys.executable, argv)  # noqa: S606 (exec form: SIGTERM reaches Celery itself)
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+@app.command()
+def enqueue(
+    *,
+    phone: Annotated[str | None, typer.Option(help="Recipient phone.")] = None,
+    template_id: Annotated[str | None, typer.Option(help="ZNS template id.")] = None,
+    data: Annotated[str | None, typer.Option(help="template_data as a JSON object.")] = None,
+    journey: Annotated[str | None, typer.Option(help="Journey reference (default: phone).")] = None,
+    token_type: Annotated[str | None, typer.Option(help="Journey token type.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+    tracking_id: Annotated[str | None, typer.Option()] = None,
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="JSON lines, one job per line.")
+    ] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="With --file: enqueue the valid jobs, report the others.")
+    ] = False,
+) -> None:
+    """Validate and enqueue one job from flags, or many from a JSON-lines file."""
+    from worker.producer import Producer  # noqa: PLC0415 (celery import is slow)
+
+    producer = Producer(_settings())
+    if file is not None:
+        _enqueue_file(producer, file, skip_invalid=skip_invalid)
+        return
+    job = {
+        "phone": phone,
+        "template_id": template_id,
+        "template_data": _json_object(data),
+        "journey": journey,
+        "token_type": token_type,
+        "idempotency_key": idempotency_key,
+        "tracking_id": tracking_id,
+        "account": account,
+    }
+    try:
+        task_id = producer.enqueue(**{k: v for k, v in job.items() if v is not None})
+    except InvalidJob as exc:
+        err.print(f"[red]invalid job:[/red] {exc}")
+        raise typer.Exit(EXIT_PROBLEM) from None
+    out.print(task_id)
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]--data is not JSON:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    if not isinstance(value, dict):
+        err.print("[red]--data must be a JSON object[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    return value
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    jobs: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad.append((number, f"not JSON: {exc.msg}"))
+                continue
+            if isinstance(value, dict):
+                jobs.append(value)
+            else:
+                bad.append((number, "not a JSON object"))
+    return jobs, bad
+
+
+def _enqueue_file(producer: Any, path: Path, *, skip_invalid: bool) -> None:
+    from worker.producer import BulkInvalid  # noqa: PLC0415
+
+    if not path.exists():
+        err.print(f"[red]no such file:[/red] {path}")
+        raise typer.Exit(EXIT_USAGE)
+    jobs, unreadable = _read_jsonl(path)
+    for number, reason in unreadable:
+        err.print(f"[yellow]line {number}:[/yellow] {reason}")
+    if unreadable and not skip_invalid:
+        err.print("[red]nothing enqueued[/red] (use --skip-invalid to enqueue the valid lines)")
+        raise typer.Exit(EXIT_PROBLEM)
+    columns = [TextColumn("enqueue"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=False) as progress:
+        bar = progress.add_task("enqueue", total=len(jobs))
+        try:
+            report = producer.enqueue_many(
+                jobs, skip_invalid=skip_invalid, on_progress=lambda n: progress.advance(bar, n)
+            )
+        except BulkInvalid as exc:
+            for index, reason in exc.rejected:
+                err.print(f"[yellow]job #{index}:[/yellow] {reason}")
+            err.print("[red]nothing enqueued[/red] (use --skip-invalid to enqueue the valid jobs)")
+            raise typer.Exit(EXIT_PROBLEM) from None
+    for index, reason in report.rejected:
+        err.print(f"[yellow]job #{index} skipped:[/yellow] {reason}")
+    out.print(f"enqueued {len(report.task_ids)}, rejected {len(report.rejected) + len(unreadable)}")
+    if report.rejected or unreadable:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List dead letters, oldest first."""
+    rt = _runtime()
+    entries = rt.dead_letters.entries(limit=limit, offset=offset)
+    if as_json:
+        _print_json([json.loads(entry.to_json()) for entry in entries])
+        return
+    table = Table(
+        "id",
+        "dead at (UTC ms)",
+        "account",
+        "class",
+        "code",
+        "reason",
+        title=f"{rt.dead_letters.count()} dead letters",
+    )
+    for entry in entries:
+        table.add_row(
+            entry.id,
+            str(entry.dead_at_ms),
+            entry.account or "-",
+            entry.error_class,
+            str(entry.code or "-"),
+            entry.reason[:80],
+        )
+    out.print(table)
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (or --all).")] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Re-enqueue dead letters (after fixing the cause); each leaves the list once enqueued."""
+    from worker.operations import replay_dead_letters  # noqa: PLC0415
+
+    rt = _runtime()
+    chosen = _chosen_ids(rt, ids, replay_all)
+    result = replay_dead_letters(rt, chosen)
+    for entry_id, reason in result.kept:
+        err.print(f"[yellow]kept {entry_id}:[/yellow] {reason}")
+    out.print(f"replayed {len(result.replayed)}, kept {len(result.kept)}")
+    if result.kept:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+@dead_letters_app.command("purge")
+def dead_letters_purge(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (or --all).")] = None,
+    purge_all: Annotated[bool, typer.Option("--all", help="Purge every dead letter.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Delete dead letters for good."""
+    rt = _runtime()
+    chosen = _chosen_ids(rt, ids, purge_all)
+    if not yes and not typer.confirm(f"purge {len(chosen)} dead letter(s)?"):
+        raise typer.Exit(EXIT_PROBLEM)
+    out.print(f"purged {rt.dead_letters.remove(chosen)}")
+
+
+def _chosen_ids(rt: Runtime, ids: list[str] | None, every: bool) -> list[str]:
+    if every == bool(ids):
+        err.print("[red]give dead-letter ids or --all (not both)[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    return rt.dead_letters.all_ids() if every else list(ids or [])
+
+
+# -- parked ------------------------------------------------------------------------------------
+
+
+@parked_app.command("list")
+def parked_list(
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List parked jobs of an account, soonest first."""
+    rt = _runtime()
+    jobs = rt.parking.entries(account, limit=limit)
+    if as_json:
+        _print_json([json.loads(job.to_json()) for job in jobs])
+        return
+    table = Table(
+        "parking id",
+        "reason",
+        "due at (epoch s)",
+        "tracking id",
+        "detail",
+        title=f"{rt.parking.count(account)} parked for {account}",
+    )
+    for job in jobs:
+        due = "on resume" if job.due_at is None else f"{job.due_at:.0f}"
+        table.add_row(
+            job.parking_id,
+            job.reason.value,
+            due,
+            str(job.kwargs.get("tracking_id", "")),
+            job.detail[:60],
+        )
+    out.print(table)
+
+
+@parked_app.command("release")
+def parked_release(
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    reason: Annotated[
+        ParkReason | None, typer.Option(help="Only jobs parked for this reason.")
+    ] = None,
+) -> None:
+    """Re-enqueue parked jobs now (all, or those parked for --reason)."""
+    from worker.operations import release_parked  # noqa: PLC0415
+
+    rt = _runtime()
+    released = release_parked(rt, account, {reason} if reason else None)
+    out.print(f"released {released}")
+
+
+# -- account -----------------------------------------------------------------------------------
+
+
+@account_app.command("pause")
+def account_pause(
+    account: Annotated[str, typer.Argument()] = DEFAULT_ACCOUNT,
+    reason: Annotated[str, typer.Option()] = "paused by an operator",
+) -> None:
+    """Pause an account: its jobs park until it is resumed."""
+    rt = _runtime()
+    created = rt.accounts.pause(account, reason=reason)
+    out.print("paused" if created else "already paused")
+
+
+@account_app.command("resume")
+def account_resume(account: Annotated[str, typer.Argument()] = DEFAULT_ACCOUNT) -> None:
+    """Resume an account and re-enqueue the jobs parked while it was paused."""
+    from worker.operations import resume_account  # noqa: PLC0415
+
+    rt = _runtime()
+    was_paused, released = resume_account(rt, account)
+    out.print(f"{'resumed' if was_paused else 'was not paused'}; released {released} parked jobs")
+
+
+@account_app.command("status")
+def account_status(
+    account: Annotated[str, typer.Argument()] = DEFAULT_ACCOUNT, as_json: JsonOpt = False
+) -> None:
+    """Pause state, quota and parked jobs of an account."""
+    rt = _runtime()
+    pause = rt.accounts.status(account)
+    view = rt.quota.view(account)
+    status = {
+        "account": account,
+        "paused": pause is not None,
+        "pause_reason": pause.reason if pause else None,
+        "pause_code": pause.code if pause else None,
+        "paused_since_ms": pause.since_ms if pause else None,
+        "remaining_quota": view.remaining,
+        "daily_quota": view.daily,
+        "parked": rt.parking.count(account),
+    }
+    if as_json:
+        _print_json(status)
+        return
+    table = Table("field", "value", title=f"account {account}")
+    for name, value in status.items():
+        table.add_row(name, "-" if value is None else str(value))
+    out.print(table)
+
+
+# -- quota -------------------------------------------------------------------------------------
+
+
+@app.command()
+def quota(
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    probe: Annotated[bool, typer.Option(help="Ask Zalo now (free of charge).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Our view of an account's daily quota (and Zalo's, with --probe)."""
+    rt = _runtime()
+    if probe:
+        rt.sender.probe_quota(account)
+    view = rt.quota.view(account)
+    status = {
+        "account": account,
+        "remaining": view.remaining,
+        "daily": view.daily,
+        "updated_at_ms": view.updated_at_ms,
+    }
+    if as_json:
+        _print_json(status)
+        return
+    remaining = "unknown" if view.remaining is None else view.remaining
+    daily = "unknown" if view.daily is None else view.daily
+    out.print(f"{account}: remaining {remaining} of {daily}")
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    orders: Annotated[int, typer.Option(min=1, max=1000, help="Orders (journeys).")] = 30,
+    latency_ms: Annotated[int, typer.Option(min=0, help="Sandbox latency.")] = 100,
+) -> None:
+    """Sandbox Zalo + a worker + a sample logistics journey set, with progress and a summary."""
+    from worker.demo import run_demo  # noqa: PLC0415
+
+    raise typer.Exit(run_demo(orders=orders, latency_ms=latency_ms, console=out))
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -23,6 +23,7 @@ TOKEN_TYPES: tuple[TokenType, ...] = (
 )
 DEFAULT_TOKEN_TYPE: TokenType = "token_logistics_7"  # Zalo's own default for get-token
 
+DEFAULT_ACCOUNT = "default"
 ENV_PREFIX = "ZNS_"
 NESTED_DELIMITER = "__"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -37,6 +38,51 @@ class HttpSettings(BaseModel):
     read_timeout_s: float = Field(default=10.0, gt=0)  # Zalo answers in 100-300 ms; 10 s is sick
     write_timeout_s: float = Field(default=5.0, gt=0)
     pool_timeout_s: float = Field(default=5.0, gt=0)  # waiting for a free pooled connection
+
+
+class CelerySettings(BaseModel):
+    """Broker and worker timing. All of it must agree: see `Settings._consistent`."""
+
+    #: Redis-broker redelivery of unacked jobs. Short, so a killed worker's jobs go out again
+    #: within minutes, not after Redis's default hour; long enough to exceed any task or countdown.
+    visibility_timeout_s: int = Field(default=300, ge=30)
+    soft_time_limit_s: int = Field(default=60, ge=5)  # a step is a few HTTP calls of <= 10 s
+    time_limit_s: int = Field(default=90, ge=10)
+    concurrency: int = Field(default=32, ge=1, le=1000)  # threads: the work is I/O bound
+    result_expires_s: int = Field(default=86_400, ge=60)
+
+
+class PipelineSettings(BaseModel):
+    """The journey-step pipeline's knobs."""
+
+    #: A claim outlives the hard time limit, so a live worker's claim is never stolen, and a dead
+    #: worker's claim frees the job soon after its redelivery.
+    claim_ttl_s: int = Field(default=120, ge=10)
+    idempotency_retention_s: int = Field(default=7 * 86_400, ge=3600)  # recognise re-enqueues
+    retry_base_delay_s: float = Field(default=2.0, gt=0)
+    retry_max_delay_s: float = Field(default=60.0, gt=0)
+    max_transient_retries: int = Field(default=8, ge=0)
+    max_unknown_retries: int = Field(default=3, ge=0)
+    journey_token_min_life_s: int = Field(
+        default=300, ge=0
+    )  # never reuse a token this close to expiry
+    token_wait_s: float = Field(default=20.0, gt=0)  # waiting for another worker's token creation
+    quota_reserve: int = Field(default=0, ge=0)  # units kept back from this worker's jobs
+    maintenance_interval_s: float = Field(default=5.0, gt=0)  # parked jobs are due within this
+    quota_probe_interval_s: float = Field(default=60.0, gt=0)  # GET /message/quota while exhausted
+    pause_probe_interval_s: float = Field(default=900.0, gt=0)  # one canary send for a paused OA
+    park_lease_s: float = Field(default=60.0, gt=0)
+    release_batch: int = Field(default=500, ge=1)
+
+
+class AccountSettings(BaseModel):
+    """One Official Account: its app credentials and bootstrap tokens."""
+
+    app_id: str | None = None
+    secret_key: SecretStr | None = None
+    access_token: SecretStr | None = None  # bootstrap value; Redis holds the live one
+    refresh_token: SecretStr | None = None  # bootstrap value; single-use, rotates on refresh
+    token_type: TokenType = DEFAULT_TOKEN_TYPE
 
 
 class Settings(BaseSettings):
@@ -61,6 +107,10 @@ class Settings(BaseSettings):
     refresh_token: SecretStr | None = None  # bootstrap value; single-use, rotates on refresh
     token_type: TokenType = DEFAULT_TOKEN_TYPE
     http: HttpSettings = HttpSettings()
+    celery: CelerySettings = CelerySettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    #: Further OAs by name (ZNS_ACCOUNTS__<NAME>__APP_ID …); "default" is the top-level values.
+    accounts: dict[str, AccountSettings] = {}
 
     @field_validator("redis_url")
     @classmethod
@@ -85,6 +135,41 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Timeouts that contradict each other would lose or duplicate jobs: refuse them."""
+        c, p = self.celery, self.pipeline
+        if c.time_limit_s <= c.soft_time_limit_s:
+            raise ValueError("ZNS_CELERY__TIME_LIMIT_S must exceed ZNS_CELERY__SOFT_TIME_LIMIT_S")
+        if p.claim_ttl_s <= c.time_limit_s:
+            raise ValueError("ZNS_PIPELINE__CLAIM_TTL_S must exceed ZNS_CELERY__TIME_LIMIT_S")
+        if c.visibility_timeout_s <= p.claim_ttl_s + p.retry_max_delay_s:
+            raise ValueError(
+                "ZNS_CELERY__VISIBILITY_TIMEOUT_S must exceed ZNS_PIPELINE__CLAIM_TTL_S + "
+                "ZNS_PIPELINE__RETRY_MAX_DELAY_S (no countdown may outlive it)"
+            )
+        if p.retry_max_delay_s < p.retry_base_delay_s:
+            raise ValueError("ZNS_PIPELINE__RETRY_MAX_DELAY_S must be >= RETRY_BASE_DELAY_S")
+        return self
+
+    def account(self, name: str) -> AccountSettings | None:
+        """The settings of account `name`, or None when no such account is configured."""
+        if name in self.accounts:
+            return self.accounts[name]
+        if name == DEFAULT_ACCOUNT:
+            return AccountSettings(
+                app_id=self.app_id,
+                secret_key=self.secret_key,
+                access_token=self.access_token,
+                refresh_token=self.refresh_token,
+                token_type=self.token_type,
+            )
+        return None
+
+    def account_names(self) -> list[str]:
+        """Every configured account, "default" first."""
+        return [DEFAULT_ACCOUNT, *sorted(set(self.accounts) - {DEFAULT_ACCOUNT})]
+
     @property
     def effective_broker_url(self) -> str:
         """The broker Celery connects to: `broker_url`, else the Redis URL."""
@@ -96,10 +181,14 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + NESTED_DELIMITER.join(str(part) for part in loc).upper()
 
 
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    return f"{env_name(loc)}: {msg}" if loc else msg
+
+
 def load_settings(**overrides: object) -> Settings:
     """Load settings once; a bad value raises ConfigError naming the variable, never the secret."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None

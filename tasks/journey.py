@@ -1,0 +1,100 @@
+"""`zns.send_journey_step`: decode kwargs, call JourneySender, map the outcome to Celery."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from tasks.app import app, runtime
+from worker.celery_app import QUEUE, TASK_NAME
+from worker.errors import InvalidJob
+from worker.job import parse_job
+from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
+from worker.sender import Attempt
+
+log = logging.getLogger(__name__)
+
+RETRY_CLASSES_NOT_COUNTED = frozenset({"busy"})  # waiting for another claim is not a failure
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None, queue=QUEUE)
+def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[type-arg]
+    """Send one journey step (kwargs only; see DESIGN §3)."""
+    task_id = str(self.request.id)
+    meta = _meta(kwargs.pop("_meta", None))
+    if args:
+        return _dead_letter_invalid(task_id, "positional arguments are not accepted", args, kwargs)
+    try:
+        job = parse_job(kwargs, default_key=task_id)
+    except InvalidJob as exc:
+        return _dead_letter_invalid(task_id, str(exc), args, kwargs)
+    if runtime().settings.account(job.account) is None:
+        return _dead_letter_invalid(task_id, f"unknown account {job.account!r}", args, kwargs)
+    history = tuple(meta.get("history", []))
+    attempt = Attempt(
+        task_id=task_id,
+        retries=sum(1 for h in history if h.get("class") not in RETRY_CLASSES_NOT_COUNTED),
+        probe=bool(meta.get("probe")),
+        history=history,
+    )
+    outcome = runtime().sender.process(job, attempt)
+    return _to_celery(self, job.kwargs(), history, outcome)
+
+
+def _to_celery(
+    task: Task,  # type: ignore[type-arg]
+    kwargs: dict[str, Any],
+    history: tuple[dict[str, Any], ...],
+    outcome: Outcome,
+) -> dict[str, Any]:
+    if isinstance(outcome, Sent | Duplicate | AlreadyDead):
+        return outcome.result
+    if isinstance(outcome, Retry):
+        log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
+        meta = {"history": [*history, outcome.error]}
+        raise task.retry(countdown=outcome.delay_s, kwargs={**kwargs, "_meta": meta})
+    if isinstance(outcome, Park):
+        return {
+            "status": "parked",
+            "reason": outcome.reason.value,
+            "due_at": outcome.due_at,
+            "tracking_id": kwargs.get("tracking_id"),
+            "detail": outcome.detail[:300],
+        }
+    assert isinstance(outcome, DeadLetter)
+    return {
+        "status": "dead_lettered",
+        "reason": outcome.reason[:300],
+        "code": outcome.code,
+        "tracking_id": kwargs.get("tracking_id"),
+    }
+
+
+def _meta(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        return {}
+    history = raw.get("history")
+    return {
+        "history": [h for h in history if isinstance(h, dict)] if isinstance(history, list) else [],
+        "probe": raw.get("probe") is True,
+    }
+
+
+def _dead_letter_invalid(
+    task_id: str, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """A job that can never be sent: keep it whole for an operator, never retry it."""
+    payload = {"args": list(args), "kwargs": kwargs} if args else kwargs
+    account = kwargs.get("account") if isinstance(kwargs.get("account"), str) else None
+    entry = runtime().dead_letters.add(
+        reason=reason,
+        error_class="invalid_job",
+        code=None,
+        kwargs=payload,
+        account=account,
+        task_id=task_id,
+    )
+    log.warning("invalid job dead-lettered (%s): %s", entry.id, reason)
+    return {"status": "dead_lettered", "reason": reason, "code": None, "dead_letter_id": entry.id}

@@ -1,0 +1,49 @@
+"""Runs `worker.maintenance` in every worker process, on a daemon thread, from ready to shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutting_down
+
+from tasks.app import app, runtime
+from worker.celery_app import QUEUE, TASK_NAME
+from worker.maintenance import Maintenance
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def publish(kwargs: dict[str, Any]) -> None:
+    """Enqueue a journey step by name on our queue."""
+    app.send_task(TASK_NAME, kwargs=kwargs, queue=QUEUE)
+
+
+def _loop() -> None:
+    maintenance = Maintenance(runtime(), publish)
+    interval = runtime().settings.pipeline.maintenance_interval_s
+    while not _stop.is_set():
+        report = maintenance.run_once()
+        if report.released or report.quota_probes or report.pause_probes:
+            log.info(
+                "maintenance: released=%d quota_probes=%d pause_probes=%d",
+                report.released,
+                report.quota_probes,
+                report.pause_probes,
+            )
+        _stop.wait(interval)
+
+
+@worker_ready.connect
+def start_maintenance(**_: Any) -> None:
+    """Start the maintenance thread once the worker consumes."""
+    _stop.clear()
+    threading.Thread(target=_loop, name="zns-maintenance", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def stop_maintenance(**_: Any) -> None:
+    """Stop it on warm or cold shutdown."""
+    _stop.set()

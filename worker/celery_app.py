@@ -1,0 +1,69 @@
+"""The Celery app: each setting with the reason it is there (DESIGN §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from worker.settings import Settings
+
+QUEUE = "zns"
+TASK_NAME = "zns.send_journey_step"
+TASK_MODULES = ["tasks.journey", "tasks.maintenance"]
+CONSUMER_CLASS = "tasks.consumer:DeadLetteringConsumer"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from ours; one visibility timeout for every process."""
+    c = settings.celery
+    transport = {"visibility_timeout": c.visibility_timeout_s}
+    return {
+        "broker_url": settings.effective_broker_url,
+        # Results let producers read `status`/`msg_id`; kept in the state Redis, bounded in time.
+        "result_backend": settings.redis_url,
+        "result_expires": c.result_expires_s,
+        "result_extended": True,  # Flower and `zns status` see task name and args
+        # Redelivery of a dead worker's jobs after minutes, not Redis's default hour. The same
+        # value on every producer and worker, or ETA messages get redelivered early.
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        # Ack after the work, and requeue if the worker process dies: safe only because every
+        # send is idempotent (claim before send, `sent` recorded after).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One message per thread at a time: a dying worker strands as few jobs as possible.
+        "worker_prefetch_multiplier": 1,
+        # JSON only: producers in other codebases and languages, and no pickle from the network.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        # A step is a few HTTP calls with explicit timeouts; anything longer is sick.
+        "task_soft_time_limit": c.soft_time_limit_s,
+        "task_time_limit": c.time_limit_s,
+        # Flower sees every task from sent to done.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        # Everything on our queue, by name, for producers that import nothing of ours.
+        "task_default_queue": QUEUE,
+        "task_queues": [Queue(QUEUE)],
+        "task_routes": {TASK_NAME: {"queue": QUEUE}},
+        # A lost broker connection must not leave half-done tasks running unacked.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        # Undecodable messages become dead letters instead of vanishing with a log line.
+        "worker_consumer": CONSUMER_CLASS,
+        "worker_hijack_root_logger": False,
+        "worker_concurrency": c.concurrency,
+        "worker_pool": "threads",
+    }
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A configured Celery app; tasks are registered by importing `tasks.journey`."""
+    app = Celery("zns", include=TASK_MODULES)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,140 @@
+"""The journey-step job: the public kwargs contract of `zns.send_journey_step`, validated.
+
+Producers and the worker validate with the same model, so a job the producer accepts is a job the
+worker can send, and a bad job fails in the billing app before it reaches the queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+from worker.errors import InvalidJob
+from worker.keys import ACCOUNT_NAME
+from worker.phone import mask_phone, normalize_phone
+from worker.settings import DEFAULT_ACCOUNT, TokenType
+
+MAX_TRACKING_ID = 48  # Zalo's limit
+TRACKING_ID = re.compile(r"^[A-Za-z0-9_-]{1,48}$")  # "no special characters"
+TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TEMPLATE_PARAMS = 50
+MAX_PARAM_NAME = 64
+MAX_PARAM_VALUE = 1000  # Zalo's per-parameter limits are lower; this only bounds garbage
+MAX_KEY = 200
+#: The public kwargs; anything else (but our own `_meta`) is refused rather than silently dropped.
+PUBLIC_FIELDS = frozenset(
+    {
+        "phone",
+        "template_id",
+        "template_data",
+        "journey",
+        "token_type",
+        "idempotency_key",
+        "tracking_id",
+        "account",
+    }
+)
+
+ParamValue = StrictStr | StrictInt | StrictFloat
+
+
+class Job(BaseModel):
+    """One journey step, normalised: phone in `84…` form, template id as a string."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phone: str
+    template_id: str
+    template_data: dict[Annotated[str, Field(min_length=1, max_length=MAX_PARAM_NAME)], ParamValue]
+    journey: str = Field(min_length=1, max_length=MAX_KEY)
+    token_type: TokenType | None = None
+    idempotency_key: str = Field(min_length=1, max_length=MAX_KEY)
+    tracking_id: str
+    account: str = Field(default=DEFAULT_ACCOUNT, pattern=ACCOUNT_NAME.pattern)
+
+    @field_validator("template_data")
+    @classmethod
+    def _bounded_data(cls, value: dict[str, ParamValue]) -> dict[str, ParamValue]:
+        if not value:
+            raise ValueError("template_data must not be empty")
+        if len(value) > MAX_TEMPLATE_PARAMS:
+            raise ValueError(f"template_data has more than {MAX_TEMPLATE_PARAMS} parameters")
+        for name, item in value.items():
+            if isinstance(item, str) and len(item) > MAX_PARAM_VALUE:
+                raise ValueError(f"template_data[{name!r}] is longer than {MAX_PARAM_VALUE}")
+        return value
+
+    @field_validator("tracking_id")
+    @classmethod
+    def _tracking(cls, value: str) -> str:
+        if not TRACKING_ID.match(value):
+            raise ValueError(f"tracking_id must be 1-{MAX_TRACKING_ID} letters, digits, '_' or '-'")
+        return value
+
+    @property
+    def masked_phone(self) -> str:
+        """The phone as logs show it."""
+        return mask_phone(self.phone)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The public task kwargs for this job (what a producer enqueues)."""
+        return self.model_dump(exclude_none=True)
+
+
+def derive_tracking_id(idempotency_key: str) -> str:
+    """A deterministic tracking id: the same job always carries the same one."""
+    return "zns-" + hashlib.blake2b(idempotency_key.encode(), digest_size=16).hexdigest()
+
+
+def parse_job(raw: object, *, default_key: str) -> Job:
+    """Validate raw task kwargs into a Job, or raise InvalidJob with every reason (phone masked)."""
+    if not isinstance(raw, dict):
+        raise InvalidJob(f"job kwargs must be an object, got {type(raw).__name__}")
+    unknown = sorted(str(k)[:40] for k in raw if k not in PUBLIC_FIELDS)
+    if unknown:
+        raise InvalidJob(f"unknown job fields: {', '.join(unknown)}")
+    phone = normalize_phone(raw.get("phone"))
+    fields = dict(raw)
+    fields["phone"] = phone
+    fields["template_id"] = _template_id(raw.get("template_id"))
+    fields.setdefault("journey", phone)
+    key = fields.get("idempotency_key") or default_key
+    fields["idempotency_key"] = key
+    if fields.get("tracking_id") is None and isinstance(key, str):
+        fields["tracking_id"] = derive_tracking_id(key)
+    if fields.get("account") is None:
+        fields["account"] = DEFAULT_ACCOUNT
+    try:
+        return Job.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidJob(f"invalid job: {_reasons(exc)}") from None
+
+
+def _template_id(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidJob("template_id is required (a string or an integer)")
+    text = str(value).strip()
+    if not TEMPLATE_ID.match(text):
+        raise InvalidJob("template_id must be 1-64 letters, digits, '_' or '-'")
+    return text
+
+
+def _reasons(exc: ValidationError) -> str:
+    """Field paths and messages, never the offending values (they may hold personal data)."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "job"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

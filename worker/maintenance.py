@@ -1,0 +1,111 @@
+"""Periodic duties every worker process runs (no singleton to lose): re-enqueue due parked jobs,
+probe the quota of exhausted accounts, send one canary job for a paused account."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.errors import ZnsError
+from worker.locks import Lock
+from worker.parking import ParkedJob, ParkReason
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[dict[str, Any]], object]
+"""Enqueue task kwargs on the `zns` queue."""
+
+
+@dataclass
+class Report:
+    """What one maintenance pass did."""
+
+    released: int = 0
+    quota_probes: int = 0
+    pause_probes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def job_kwargs(job: ParkedJob, *, probe: bool = False) -> dict[str, Any]:
+    """Task kwargs for a parked job, with its history (and the probe flag) in `_meta`."""
+    meta: dict[str, Any] = {"history": job.meta.get("history", [])}
+    if probe:
+        meta["probe"] = True
+    return {**job.kwargs, "_meta": meta}
+
+
+class Maintenance:
+    """One pass over every configured account; safe to run in many processes at once."""
+
+    def __init__(self, runtime: Runtime, publish: Publish) -> None:
+        self._rt = runtime
+        self._publish = publish
+
+    def run_once(self) -> Report:
+        """Release, probe; never raises (a failing account must not stop the others)."""
+        report = Report()
+        for account in self._rt.settings.account_names():
+            try:
+                self._account_pass(account, report)
+            except (ZnsError, OSError) as exc:  # Redis or Zalo unreachable: next pass retries
+                report.errors.append(f"{account}: {type(exc).__name__}: {exc}")
+                log.warning("maintenance pass for %s failed: %s", account, exc)
+        return report
+
+    def _account_pass(self, account: str, report: Report) -> None:
+        report.released += self.release_due(account)
+        report.quota_probes += int(self._probe_quota(account))
+        report.pause_probes += int(self._probe_paused(account))
+
+    def release_due(self, account: str) -> int:
+        """Re-enqueue the account's due parked jobs; returns how many."""
+        batch = self._rt.settings.pipeline.release_batch
+        total = 0
+        while True:
+            jobs = self._rt.parking.lease_due(account, batch)
+            for job in jobs:
+                self._publish(job_kwargs(job))
+            self._rt.parking.done(account, [job.parking_id for job in jobs])
+            total += len(jobs)
+            if len(jobs) < batch:
+                return total
+
+    def _probe_quota(self, account: str) -> bool:
+        """While the counter says exhausted, ask Zalo (free) at most once per interval, globally."""
+        view = self._rt.quota.view(account)
+        floor = self._rt.settings.pipeline.quota_reserve
+        if view.remaining is None or view.remaining > floor:
+            return False
+        if not self._once_per(account, "quota", self._rt.settings.pipeline.quota_probe_interval_s):
+            return False
+        remaining = self._rt.sender.probe_quota(account)
+        if remaining is not None and remaining > floor:
+            woken = self._rt.parking.wake(account, {ParkReason.QUOTA})
+            log.info("quota of %s is back (%d); %d parked jobs woken", account, remaining, woken)
+        return True
+
+    def _probe_paused(self, account: str) -> bool:
+        """A paused account gets one canary send per interval; its success resumes the account."""
+        if self._rt.accounts.status(account) is None:
+            return False
+        canary = next(
+            (job for job in self._rt.parking.entries(account) if job.reason is ParkReason.PAUSED),
+            None,
+        )
+        if canary is None:
+            return False
+        interval = self._rt.settings.pipeline.pause_probe_interval_s
+        if not self._once_per(account, "paused", interval):
+            return False
+        self._publish(job_kwargs(canary, probe=True))
+        self._rt.parking.done(account, [canary.parking_id])
+        log.info("account %s paused: sent one canary job", account)
+        return True
+
+    def _once_per(self, account: str, what: str, interval_s: float) -> bool:
+        """True for exactly one process per interval (a lock left to expire, never released)."""
+        key = self._rt.keys.probe_lock(account, what)
+        return Lock(self._rt.redis, key, ttl_s=interval_s).acquire()
