@@ -84,7 +84,7 @@ def settings_from(env: dict[str, str]) -> Settings:
         if "__" in key:
             group, name = key.removeprefix("ZNS_").lower().split("__", 1)
             nested.setdefault(group, {})[name] = value
-    return Settings(_env_file=None, **values, **nested)  # type: ignore[call-arg, arg-type]
+    return Settings(_env_file=None, **values, **nested)  # type: ignore[arg-type]
 
 
 @pytest.fixture

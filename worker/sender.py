@@ -29,6 +29,10 @@ from worker.zalo.client import ZaloClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: A claim held elsewhere usually ends in well under a second (the holder finishes): look again
+#: soon, but never later than the claim's own expiry.
+BUSY_MIN_DELAY_S = 0.5
+BUSY_MAX_DELAY_S = 5.0
 
 RETRY_ACTIONS = frozenset(
     {
@@ -94,7 +98,7 @@ class JourneySender:
             return AlreadyDead({**(claim.result or {}), "status": "dead_lettered"})
         if claim.state is ClaimState.BUSY:
             return Retry(
-                delay_s=max(claim.retry_after_s, 1.0),
+                delay_s=min(max(claim.retry_after_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S),
                 reason="another worker holds this job's claim",
                 error={"class": "busy", "code": None, "message": "claimed elsewhere"},
             )
