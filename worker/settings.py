@@ -45,7 +45,7 @@ class CelerySettings(BaseModel):
 
     #: Redis-broker redelivery of unacked jobs. Short, so a killed worker's jobs go out again
     #: within minutes, not after Redis's default hour; long enough to exceed any task or countdown.
-    visibility_timeout_s: int = Field(default=300, ge=30)
+    visibility_timeout_s: int = Field(default=240, ge=30)
     soft_time_limit_s: int = Field(default=60, ge=5)  # a step is a few HTTP calls of <= 10 s
     time_limit_s: int = Field(default=90, ge=10)
     concurrency: int = Field(default=32, ge=1, le=1000)  # threads: the work is I/O bound
@@ -57,7 +57,7 @@ class PipelineSettings(BaseModel):
 
     #: A claim outlives the hard time limit, so a live worker's claim is never stolen, and a dead
     #: worker's claim frees the job soon after its redelivery.
-    claim_ttl_s: int = Field(default=120, ge=10)
+    claim_ttl_s: int = Field(default=150, ge=10)
     idempotency_retention_s: int = Field(default=7 * 86_400, ge=3600)  # recognise re-enqueues
     retry_base_delay_s: float = Field(default=2.0, gt=0)
     retry_max_delay_s: float = Field(default=60.0, gt=0)
