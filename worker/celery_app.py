@@ -24,7 +24,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Results let producers read `status`/`msg_id`; kept in the state Redis, bounded in time.
         "result_backend": settings.redis_url,
         "result_expires": c.result_expires_s,
-        "result_extended": True,  # Flower and `zns status` see task name and args
+        # Not `result_extended`: results would then hold the job kwargs (phone numbers) too.
         # Redelivery of a dead worker's jobs after minutes, not Redis's default hour. The same
         # value on every producer and worker, or ETA messages get redelivered early.
         "broker_transport_options": transport,

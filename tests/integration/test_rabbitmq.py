@@ -1,0 +1,60 @@
+"""The same pipeline with RabbitMQ as the broker (state stays in Redis)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from kombu import Connection
+
+from tests.support import WorkerProcess
+from worker.celery_app import QUEUE
+from worker.producer import Producer
+from worker.sandbox.control import SandboxControl
+from worker.settings import Settings
+
+AMQP_URL = os.environ.get("ZNS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    """The machine's RabbitMQ, with our test queue emptied (CI fails, not skips, without it)."""
+    with Connection(AMQP_URL, connect_timeout=5) as conn:
+        conn.ensure_connection(max_retries=3)
+        channel = conn.channel()
+        channel.queue_declare(queue=QUEUE, durable=True, auto_delete=False)
+        channel.queue_purge(QUEUE)
+    return AMQP_URL
+
+
+def test_steps_are_sent_once_with_a_rabbitmq_broker(
+    amqp_url: str,
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    control: SandboxControl,
+) -> None:
+    # Given a worker consuming from RabbitMQ
+    start_worker(concurrency=8, ZNS_BROKER_URL=amqp_url)
+    amqp_settings = settings.model_copy(update={"broker_url": amqp_url})
+    # When 40 steps over 10 journeys are enqueued, one of them twice with the same key
+    jobs = [
+        {
+            "phone": f"09{j:08d}",
+            "template_id": "400",
+            "template_data": {"step": s},
+            "journey": f"rmq-{j}",
+            "idempotency_key": f"rmq-{j}-{s}",
+        }
+        for j in range(10)
+        for s in range(4)
+    ]
+    producer = Producer(amqp_settings)
+    report = producer.enqueue_many([*jobs, jobs[0]])
+    # Then 40 messages are sent (the repeat is a duplicate), with 10 journey tokens
+    statuses = [producer.app.AsyncResult(t).get(timeout=90)["status"] for t in report.task_ids]
+    assert statuses.count("sent") == 40
+    assert statuses.count("duplicate") == 1
+    stats = control.stats()
+    assert stats.sends_accepted == 40
+    assert stats.journey_tokens_created == 10

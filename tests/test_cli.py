@@ -1,0 +1,233 @@
+"""The `zns` operator commands, in-process (typer's runner) against the private Redis and sandbox."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from worker.celery_app import QUEUE
+from worker.cli import app
+from worker.parking import ParkReason
+from worker.runtime import Runtime
+from worker.sandbox.control import SandboxControl
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return worker_env
+
+
+def zns(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def queued(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.llen(QUEUE))
+    finally:
+        client.close()
+
+
+def test_enqueue_one_from_flags(env: dict[str, str], redis_url: str) -> None:
+    code, output = zns(
+        env, "enqueue", "--phone", "0987654321", "--template-id", "1", "--data", '{"a": "b"}'
+    )
+    assert code == 0, output
+    assert queued(redis_url) == 1
+
+
+def test_enqueue_rejects_a_bad_phone_with_a_clear_message(
+    env: dict[str, str], redis_url: str
+) -> None:
+    code, output = zns(env, "enqueue", "--phone", "12", "--template-id", "1", "--data", '{"a": 1}')
+    assert code == 1
+    assert "invalid job" in output and "phone" in output
+    assert queued(redis_url) == 0
+
+
+def test_enqueue_data_must_be_a_json_object(env: dict[str, str]) -> None:
+    code, output = zns(
+        env, "enqueue", "--phone", "0987654321", "--template-id", "1", "--data", "[1]"
+    )
+    assert code == 2
+    assert "JSON object" in output
+
+
+def test_enqueue_file_all_or_nothing_then_skip_invalid(
+    env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    good = {"phone": "0987654321", "template_id": "7", "template_data": {"a": 1}}
+    lines = [json.dumps({**good, "idempotency_key": f"k{i}"}) for i in range(5)]
+    lines.insert(2, json.dumps({**good, "phone": "garbage"}))
+    lines.insert(4, "{not json")
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    code, output = zns(env, "enqueue", "--file", str(path))
+    assert code == 1
+    assert "nothing enqueued" in output
+    assert queued(redis_url) == 0
+    code, output = zns(env, "enqueue", "--file", str(path), "--skip-invalid")
+    assert code == 1  # something was rejected: the exit code says so
+    assert "enqueued 5, rejected 2" in output
+    assert queued(redis_url) == 5
+
+
+def test_enqueue_missing_file(env: dict[str, str], tmp_path: Path) -> None:
+    code, output = zns(env, "enqueue", "--file", str(tmp_path / "nope.jsonl"))
+    assert code == 2
+    assert "no such file" in output
+
+
+def test_dead_letters_list_replay_and_purge(
+    env: dict[str, str], runtime: Runtime, redis_url: str
+) -> None:
+    # Given a replayable dead letter and an invalid one
+    job = {
+        "phone": "84987654321",
+        "template_id": "9",
+        "template_data": {"a": 1},
+        "idempotency_key": "dl-1",
+        "account": "default",
+    }
+    replayable = runtime.dead_letters.add(
+        reason="Zalo error -131",
+        error_class="template",
+        code=-131,
+        kwargs=job,
+        account="default",
+        idempotency_key="dl-1",
+    )
+    invalid = runtime.dead_letters.add(
+        reason="garbage", error_class="malformed_message", code=None, kwargs={"raw_body": "{x"}
+    )
+    runtime.idempotency.claim("default", "dl-1", owner="t1")
+    runtime.idempotency.mark_dead("default", "dl-1", owner="t1", result={"status": "dead_lettered"})
+    # When listed
+    code, output = zns(env, "dead-letters", "list", "--json")
+    assert code == 0
+    listed = json.loads(output)
+    assert [entry["id"] for entry in listed] == [replayable.id, invalid.id]
+    assert listed[0]["kwargs"] == job and listed[0]["code"] == -131
+    # When replayed: the valid one goes back on the queue, the invalid one stays
+    code, output = zns(env, "dead-letters", "replay", "--all")
+    assert code == 1
+    assert "replayed 1, kept 1" in output and "still invalid" in output
+    assert queued(redis_url) == 1
+    assert runtime.idempotency.state("default", "dl-1") is None
+    assert runtime.dead_letters.all_ids() == [invalid.id]
+    # When purged
+    code, output = zns(env, "dead-letters", "purge", "--all", "--yes")
+    assert code == 0 and "purged 1" in output
+    assert runtime.dead_letters.count() == 0
+
+
+def test_replay_never_resends_a_job_that_was_sent(
+    env: dict[str, str], runtime: Runtime, redis_url: str
+) -> None:
+    job = {
+        "phone": "84987654321",
+        "template_id": "9",
+        "template_data": {"a": 1},
+        "idempotency_key": "sent-1",
+    }
+    entry = runtime.dead_letters.add(
+        reason="x",
+        error_class="transient",
+        code=-100,
+        kwargs=job,
+        account="default",
+        idempotency_key="sent-1",
+    )
+    runtime.idempotency.claim("default", "sent-1", owner="t1")
+    runtime.idempotency.mark_sent("default", "sent-1", owner="t1", result={"status": "sent"})
+    code, output = zns(env, "dead-letters", "replay", entry.id)
+    assert code == 1 and "already sent" in output
+    assert queued(redis_url) == 0
+
+
+def test_dead_letters_ids_or_all(env: dict[str, str]) -> None:
+    code, output = zns(env, "dead-letters", "replay")
+    assert code == 2 and "--all" in output
+
+
+def test_account_pause_status_resume_releases_parked(
+    env: dict[str, str], runtime: Runtime, redis_url: str
+) -> None:
+    code, output = zns(env, "account", "pause", "default", "--reason", "balance")
+    assert code == 0 and "paused" in output
+    kwargs = {
+        "phone": "84987654321",
+        "template_id": "9",
+        "template_data": {"a": 1},
+        "idempotency_key": "p-1",
+    }
+    runtime.parking.park("default", reason=ParkReason.PAUSED, due_at=None, kwargs=kwargs, meta={})
+    code, output = zns(env, "account", "status", "--json")
+    status = json.loads(output)
+    assert (
+        status["paused"] is True and status["pause_reason"] == "balance" and status["parked"] == 1
+    )
+    code, output = zns(env, "account", "resume", "default")
+    assert code == 0 and "resumed; released 1" in output
+    assert runtime.accounts.status("default") is None
+    assert runtime.parking.count("default") == 0
+    assert queued(redis_url) == 1
+
+
+def test_parked_list_and_release_by_reason(
+    env: dict[str, str], runtime: Runtime, redis_url: str
+) -> None:
+    kwargs = {"phone": "84987654321", "template_id": "9", "template_data": {"a": 1}}
+    far = 4_000_000_000.0
+    runtime.parking.park(
+        "default",
+        reason=ParkReason.QUOTA,
+        due_at=far,
+        kwargs={**kwargs, "idempotency_key": "q"},
+        meta={},
+    )
+    runtime.parking.park(
+        "default",
+        reason=ParkReason.NIGHT,
+        due_at=far,
+        kwargs={**kwargs, "idempotency_key": "n"},
+        meta={},
+    )
+    code, output = zns(env, "parked", "list", "--json")
+    assert code == 0
+    assert sorted(job["reason"] for job in json.loads(output)) == ["night", "quota"]
+    code, output = zns(env, "parked", "release", "--reason", "quota")
+    assert code == 0 and "released 1" in output
+    assert [job.reason for job in runtime.parking.entries("default")] == [ParkReason.NIGHT]
+    assert queued(redis_url) == 1
+
+
+def test_quota_probe_asks_the_sandbox(env: dict[str, str], control: SandboxControl) -> None:
+    control.set_quota(500, remaining=123)
+    code, output = zns(env, "quota", "--json")
+    assert json.loads(output)["remaining"] is None
+    code, output = zns(env, "quota", "--probe", "--json")
+    assert code == 0
+    assert json.loads(output) | {"updated_at_ms": 0} == {
+        "account": "default",
+        "remaining": 123,
+        "daily": 500,
+        "updated_at_ms": 0,
+    }
+
+
+def test_configuration_error_names_the_variable(env: dict[str, str]) -> None:
+    code, output = zns({**env, "ZNS_REDIS_URL": "http://nope"}, "quota")
+    assert code == 2
+    assert "ZNS_REDIS_URL" in output
