@@ -1,4 +1,4 @@
-"""The `zns` operator commands, in-process (typer's runner) against the private Redis and sandbox."""
+"""The `zns` operator commands, in-process (typer runner), against the private Redis and sandbox."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 
 from tests.support import WorkerProcess
 from worker.celery_app import QUEUE
@@ -22,9 +22,9 @@ def amqp_url() -> str:
     """The machine's RabbitMQ, with our test queue emptied (CI fails, not skips, without it)."""
     with Connection(AMQP_URL, connect_timeout=5) as conn:
         conn.ensure_connection(max_retries=3)
-        channel = conn.channel()
-        channel.queue_declare(queue=QUEUE, durable=True, auto_delete=False)
-        channel.queue_purge(QUEUE)
+        queue = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)(conn.channel())
+        queue.declare()
+        queue.purge()
     return AMQP_URL
 
 
