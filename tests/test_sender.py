@@ -1,0 +1,200 @@
+"""JourneySender against the real sandbox over HTTP and a real Redis, without Celery.
+
+Each test drives one step through `process` and checks the Outcome, what Redis recorded and
+what the sandbox received.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from worker.clock import next_morning, next_quota_reset
+from worker.job import Job, parse_job
+from worker.outcomes import DeadLetter, Duplicate, Park, Retry, Sent
+from worker.parking import ParkReason
+from worker.runtime import Runtime
+from worker.sandbox.control import SandboxControl
+from worker.sender import Attempt
+
+PHONE = "84987654321"
+
+
+def make_job(**extra: object) -> Job:
+    raw = {"phone": PHONE, "template_id": "500", "template_data": {"a": 1}, "journey": "j1"}
+    return parse_job({**raw, **extra}, default_key=uuid.uuid4().hex)
+
+
+def attempt(retries: int = 0, probe: bool = False) -> Attempt:
+    return Attempt(task_id=uuid.uuid4().hex, retries=retries, probe=probe)
+
+
+def test_sent_then_duplicate(runtime: Runtime, control: SandboxControl) -> None:
+    job = make_job()
+    first = runtime.sender.process(job, attempt())
+    assert isinstance(first, Sent)
+    again = runtime.sender.process(job, attempt())
+    assert isinstance(again, Duplicate)
+    assert again.result["msg_id"] == first.result["msg_id"]
+    assert control.stats().calls["send"] == 1
+
+
+def test_quota_is_learned_from_a_free_probe_then_tracked(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    control.set_quota(10, remaining=3)
+    for i in range(3):
+        assert isinstance(runtime.sender.process(make_job(journey=f"q{i}"), attempt()), Sent)
+    assert control.stats().calls["quota"] == 1
+    outcome = runtime.sender.process(make_job(journey="q3"), attempt())
+    assert isinstance(outcome, Park) and outcome.reason is ParkReason.QUOTA
+    assert control.stats().calls["send"] == 3
+    assert runtime.parking.count("default") == 1
+
+
+def test_night_hours_park_until_morning(runtime: Runtime, control: SandboxControl) -> None:
+    control.script(-133, endpoint="send")
+    outcome = runtime.sender.process(make_job(), attempt())
+    assert isinstance(outcome, Park) and outcome.reason is ParkReason.NIGHT
+    assert outcome.due_at is not None
+    assert abs(outcome.due_at - next_morning(outcome.due_at - 1)) < 1
+    (parked,) = runtime.parking.entries("default")
+    assert parked.kwargs["phone"] == PHONE
+    assert parked.meta["history"][-1]["code"] == -133
+
+
+def test_template_daily_limit_blocks_only_that_template(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    control.script(-147, endpoint="send", template_id="500")
+    blocked = runtime.sender.process(make_job(), attempt())
+    assert isinstance(blocked, Park) and blocked.reason is ParkReason.TEMPLATE_QUOTA
+    assert blocked.due_at is not None and blocked.due_at > next_quota_reset(blocked.due_at) - 86_401
+    again = runtime.sender.process(make_job(journey="other"), attempt())
+    assert isinstance(again, Park) and again.reason is ParkReason.TEMPLATE_QUOTA
+    assert control.stats().calls["send"] == 1  # the second never reached Zalo
+    other = runtime.sender.process(make_job(template_id="501"), attempt())
+    assert isinstance(other, Sent)
+
+
+def test_daily_quota_error_exhausts_the_counter(runtime: Runtime, control: SandboxControl) -> None:
+    control.script(-144, endpoint="send")
+    outcome = runtime.sender.process(make_job(), attempt())
+    assert isinstance(outcome, Park) and outcome.reason is ParkReason.QUOTA
+    assert runtime.quota.view("default").remaining == 0
+
+
+def test_transient_errors_retry_with_backoff_then_dead_letter(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    control.script(-100, endpoint="send", times=100)
+    cap = runtime.settings.pipeline.max_transient_retries
+    first = runtime.sender.process(make_job(), attempt(0))
+    assert isinstance(first, Retry)
+    assert 0 < first.delay_s <= runtime.settings.pipeline.retry_max_delay_s
+    job = make_job()
+    last = runtime.sender.process(job, attempt(cap))
+    assert isinstance(last, DeadLetter) and last.code == -100
+    (entry,) = runtime.dead_letters.entries()
+    assert entry.idempotency_key == job.idempotency_key
+    assert runtime.idempotency.state("default", job.idempotency_key) == "dead"
+
+
+def test_http_429_retries_no_sooner_than_retry_after(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    control.set_faults(fault_429=1.0)
+    outcome = runtime.sender.process(make_job(), attempt())
+    assert isinstance(outcome, Retry)
+    assert outcome.error["class"] == "rate_limited"
+
+
+@pytest.mark.parametrize("fault", ["fault_5xx", "fault_drop", "fault_100"])
+def test_faults_are_retried(runtime: Runtime, control: SandboxControl, fault: str) -> None:
+    control.set_faults(**{fault: 1.0})
+    outcome = runtime.sender.process(make_job(), attempt())
+    assert isinstance(outcome, Retry)
+    assert outcome.error["class"] == "transient"
+
+
+def test_unknown_code_is_retried_a_few_times_then_dead_lettered_with_the_raw_code(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    control.script(-9999, endpoint="send", times=10)
+    assert isinstance(runtime.sender.process(make_job(), attempt(0)), Retry)
+    cap = runtime.settings.pipeline.max_unknown_retries
+    last = runtime.sender.process(make_job(), attempt(cap))
+    assert isinstance(last, DeadLetter)
+    assert last.code == -9999 and last.error_class == "unknown"
+
+
+def test_expired_access_token_is_refreshed_once_and_the_send_goes_out(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    control.expire_access_tokens()
+    outcome = runtime.sender.process(make_job(), attempt())
+    assert isinstance(outcome, Sent)
+    stats = control.stats()
+    assert stats.refresh_successes == 1 and stats.refresh_token_reuses == 0
+    assert isinstance(runtime.sender.process(make_job(journey="j2"), attempt()), Sent)
+    assert control.stats().refresh_attempts == 1
+
+
+def test_access_token_rejected_after_refresh_pauses_the_account(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    control.script(-124, endpoint="get-token", times=2)
+    outcome = runtime.sender.process(make_job(), attempt())
+    assert isinstance(outcome, Park) and outcome.reason is ParkReason.PAUSED
+    pause = runtime.accounts.status("default")
+    assert pause is not None and "rejected again" in pause.reason
+    assert runtime.dead_letters.count() == 0
+
+
+def test_dead_refresh_token_pauses_the_account_without_dead_letters(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    runtime.redis.hset(
+        runtime.keys.oauth("default"), mapping={"access_token": "stale", "refresh_token": "spent"}
+    )
+    outcome = runtime.sender.process(make_job(), attempt())
+    assert isinstance(outcome, Park) and outcome.reason is ParkReason.PAUSED
+    assert runtime.accounts.status("default") is not None
+    assert runtime.dead_letters.count() == 0
+
+
+def test_paused_account_parks_and_a_successful_probe_resumes_it(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    runtime.accounts.pause("default", reason="operator")
+    parked = runtime.sender.process(make_job(journey="p1"), attempt())
+    assert isinstance(parked, Park) and parked.reason is ParkReason.PAUSED
+    assert control.stats().calls.get("send", 0) == 0
+    probe = runtime.sender.process(make_job(journey="p2"), attempt(probe=True))
+    assert isinstance(probe, Sent)
+    assert runtime.accounts.status("default") is None
+    (woken,) = runtime.parking.lease_due("default", 10)
+    assert woken.kwargs["journey"] == "p1"
+
+
+def test_a_live_claim_is_not_stolen(runtime: Runtime, control: SandboxControl) -> None:
+    job = make_job()
+    runtime.idempotency.claim("default", job.idempotency_key, owner="someone-alive")
+    outcome = runtime.sender.process(job, attempt())
+    assert isinstance(outcome, Retry)
+    assert outcome.delay_s <= 5
+    assert control.stats().calls.get("send", 0) == 0
+
+
+def test_journey_token_expiry_is_respected(runtime: Runtime, control: SandboxControl) -> None:
+    assert isinstance(runtime.sender.process(make_job(), attempt()), Sent)
+    # Seven days later (the sandbox's clock) the stored token is past its life on Zalo's side:
+    # ours expires it too, so the next step gets a new token instead of a -150.
+    control.advance_clock(7 * 86_400 + 60)
+    runtime.redis.hset(
+        runtime.keys.journey_token("default", PHONE, "j1", "token_logistics_7"), "expires_at_ms", 1
+    )
+    assert isinstance(runtime.sender.process(make_job(), attempt()), Sent)
+    assert control.stats().journey_tokens_created == 2
+    assert control.stats().errors.get(-150, 0) == 0
