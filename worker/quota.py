@@ -4,6 +4,9 @@ The counter starts from what Zalo reports (a probe of `GET /message/quota`, free
 decremented once per send before the call, given back when Zalo surely did not send, and lowered
 (never raised) by the figure each send reports, since sends still in flight are already subtracted.
 It expires at the assumed reset (midnight Asia/Ho_Chi_Minh); a probe or a reset sets it anew.
+Reserved units are counted in `inflight` until settled, so a figure Zalo reports (which does not
+yet count our sends in flight) is read as `figure - inflight`. A worker that dies mid-send leaves
+its unit in `inflight`: the counter errs low (never over quota) until the next reset.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class QuotaView:
     remaining: int | None
     daily: int | None
     updated_at_ms: int | None
+    inflight: int = 0
 
 
 class QuotaStore:
@@ -61,16 +65,21 @@ class QuotaStore:
         reply = self._reserve(keys=keys, args=[self._floor, "1" if probe else "0"])
         return Gate(str(reply[0]))
 
-    def release(self, account: str) -> None:
-        """Give back a unit reserved for a send Zalo surely did not make."""
-        self._give_back(keys=[self._keys.quota(account)])
+    def release(self, account: str, *, give_back: bool = True) -> None:
+        """Settle a reserved unit without a figure from Zalo: give it back when Zalo surely did
+        not send, keep it spent when it did (or may have)."""
+        self._give_back(keys=[self._keys.quota(account)], args=["1" if give_back else "0"])
 
     def observe(self, account: str, remaining: int, daily: int | None) -> int:
-        """Fold the figure a send reported into the counter (lowers it, never raises it)."""
-        return self._fold(account, remaining, daily, "min")
+        """Settle our send's unit and fold Zalo's figure in (lowers the counter, never raises)."""
+        return self._fold(account, remaining, daily, "sent")
+
+    def init(self, account: str, remaining: int, daily: int | None) -> int:
+        """Start the counter from a probe, unless another process already did."""
+        return self._fold(account, remaining, daily, "init")
 
     def set(self, account: str, remaining: int, daily: int | None) -> int:
-        """Take Zalo's figure as it is (after a probe or a reset)."""
+        """Take Zalo's figure (minus sends in flight) after exhaustion or a reset."""
         return self._fold(account, remaining, daily, "set")
 
     def exhaust(self, account: str) -> None:
@@ -90,6 +99,7 @@ class QuotaStore:
             remaining=_opt_int(raw.get("remaining")),
             daily=_opt_int(raw.get("daily")),
             updated_at_ms=_opt_int(raw.get("updated_at_ms")),
+            inflight=_opt_int(raw.get("inflight")) or 0,
         )
 
     def _fold(self, account: str, remaining: int, daily: int | None, mode: str) -> int:

@@ -154,23 +154,26 @@ class JourneySender:
         try:
             return self._send_reserved(job)
         except ZaloError as exc:
-            if not exc.outcome_unknown:
-                self._quota.release(job.account)  # Zalo surely did not send: give the unit back
+            # Zalo surely did not send: give the unit back; outcome unknown: keep it spent.
+            self._quota.release(job.account, give_back=not exc.outcome_unknown)
             return self._on_error(job, attempt, exc)
 
     def _reserve(self, job: Job, attempt: Attempt) -> Gate:
         gate = self._quota.reserve(job.account, job.template_id, probe=attempt.probe)
         if gate is Gate.UNKNOWN:
-            self.probe_quota(job.account)
+            self.probe_quota(job.account, first=True)
             gate = self._quota.reserve(job.account, job.template_id, probe=attempt.probe)
         return Gate.EXHAUSTED if gate is Gate.UNKNOWN else gate
 
-    def probe_quota(self, account: str) -> int | None:
-        """Ask Zalo for the quota (free of charge) and take its figure; returns remaining."""
+    def probe_quota(self, account: str, *, first: bool = False) -> int | None:
+        """Ask Zalo for the quota (free of charge) and fold it in; returns our counter.
+
+        `first`: the counter is unknown; concurrent first probes keep the first figure."""
         quota = self._with_access(account, lambda grant: self._client().quota(grant.token))
         if quota.remaining_quota is None:
             return None
-        return self._quota.set(account, quota.remaining_quota, quota.daily_quota)
+        fold = self._quota.init if first else self._quota.set
+        return fold(account, quota.remaining_quota, quota.daily_quota)
 
     def _parked_by_gate(self, job: Job, gate: Gate) -> Outcome:
         now = self._clock()
@@ -235,6 +238,8 @@ class JourneySender:
             raise
         if result.quota is not None and result.quota.remaining_quota is not None:
             self._quota.observe(job.account, result.quota.remaining_quota, result.quota.daily_quota)
+        else:
+            self._quota.release(job.account, give_back=False)
         return Sent(self._result(job, token, result.msg_id, result.sent_time_ms))
 
     def _result(self, job: Job, token: CachedToken, msg_id: str, sent_time: int) -> dict[str, Any]:

@@ -1,15 +1,27 @@
--- quota_observe.lua: fold a quota figure reported by Zalo into the shared counter.
--- KEYS[1]  quota hash of the account
+-- quota_observe.lua: fold a remainingQuota figure reported by Zalo into the shared counter.
+-- KEYS[1]  quota hash of the account (remaining, daily, inflight, updated_at_ms)
 -- ARGV[1]  remainingQuota reported, ARGV[2] dailyQuota reported ('' if absent),
--- ARGV[3]  mode: 'min' (after a send: never raise the counter, in-flight sends are already
---          subtracted) or 'set' (a probe or a reset: take Zalo's figure),
+-- ARGV[3]  mode:
+--          'sent' after our own send: settles its unit (inflight - 1), then lowers the counter to
+--                 what Zalo says minus the sends still in flight (never raises it);
+--          'init' a first probe: sets the counter only if none exists (concurrent first probes
+--                 must not overwrite reservations already taken);
+--          'set'  a probe after exhaustion or a reset: Zalo's figure minus the sends in flight.
 -- ARGV[4]  expire-at in ms (the next assumed reset), ARGV[5] now in ms
 -- Returns the counter after the update.
+local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight') or '0')
+if ARGV[3] == 'sent' and inflight > 0 then
+  inflight = redis.call('HINCRBY', KEYS[1], 'inflight', -1)
+end
 local current = redis.call('HGET', KEYS[1], 'remaining')
-local reported = tonumber(ARGV[1])
-if ARGV[3] == 'set' or not current or reported < tonumber(current) then
-  redis.call('HSET', KEYS[1], 'remaining', reported)
-  current = reported
+local candidate = math.max(tonumber(ARGV[1]) - inflight, 0)
+local mode = ARGV[3]
+local take = (mode == 'set')
+  or (current == false)
+  or (mode == 'sent' and candidate < tonumber(current))
+if take then
+  redis.call('HSET', KEYS[1], 'remaining', candidate)
+  current = candidate
 end
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'daily', ARGV[2])
