@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from worker.celery_app import create_celery
 from worker.runtime import Runtime, build_runtime
 from worker.settings import load_settings
+
+# One INFO line per HTTP call (httpx's default) would drown the task lines at 500k jobs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 settings = load_settings()
 app = create_celery(settings)
