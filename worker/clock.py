@@ -12,6 +12,7 @@ Clock = Callable[[], float]
 
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 MORNING_HOUR = 6  # -133: no sending 22:00-06:00 Vietnam time
+NIGHT_HOUR = 22
 
 
 def system_clock() -> float:
@@ -38,3 +39,12 @@ def next_morning(now: float) -> float:
     if morning <= local:
         morning += timedelta(days=1)
     return morning.timestamp()
+
+
+def night_hours_resume_at(now: float, *, daytime_retry_s: float) -> float:
+    """When to try again after -133: 06:00, unless our clock says it is already day (Zalo's clock
+    lags ours by a little, or its window differs): then soon, not a whole day later."""
+    hour = datetime.fromtimestamp(now, VIETNAM).hour
+    if MORNING_HOUR <= hour < NIGHT_HOUR:
+        return now + daytime_retry_s
+    return next_morning(now)

@@ -62,7 +62,7 @@ class Job(BaseModel):
     token_type: TokenType | None = None
     idempotency_key: str = Field(min_length=1, max_length=MAX_KEY)
     tracking_id: str
-    account: str = Field(default=DEFAULT_ACCOUNT, pattern=ACCOUNT_NAME.pattern)
+    account: str = Field(default=DEFAULT_ACCOUNT, pattern=rf"\A{ACCOUNT_NAME.pattern}\z")
 
     @field_validator("template_data")
     @classmethod

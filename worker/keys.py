@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Producer-supplied parts longer than this are hashed so keys stay short and bounded.
 MAX_RAW_PART = 100
 
@@ -27,7 +27,7 @@ class Keys:
         self.prefix = prefix
 
     def _acct(self, account: str) -> str:
-        if not ACCOUNT_NAME.match(account):
+        if not ACCOUNT_NAME.fullmatch(account):
             raise ValueError(f"invalid account name {account!r}")
         return f"{self.prefix}:{{{account}}}"
 

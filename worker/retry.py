@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+MAX_DOUBLINGS = 62  # 2**62 * any sane base is past any cap; more would overflow a float
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -26,6 +28,6 @@ def compute_backoff(
     attempt: int, *, base_s: float, max_s: float, rand: random.Random | None = None
 ) -> float:
     """Exponential backoff with full jitter: uniform in [base/2, min(max, base * 2**attempt)]."""
-    ceiling = min(max_s, base_s * (2 ** max(attempt, 0)))
+    ceiling = min(max_s, base_s * 2.0 ** min(max(attempt, 0), MAX_DOUBLINGS))
     low = min(base_s / 2, ceiling)
     return (rand or random).uniform(low, ceiling)

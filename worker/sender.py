@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from worker.access_tokens import AccessGrant, AccessTokenManager
 from worker.accounts import AccountState
-from worker.clock import Clock, next_morning, next_quota_reset
+from worker.clock import Clock, next_quota_reset, night_hours_resume_at
 from worker.deadletters import DeadLetterStore
 from worker.errors import AccessTokenError, AccountError, Action, ZaloError
 from worker.idempotency import ClaimState, IdempotencyStore
@@ -33,6 +33,7 @@ T = TypeVar("T")
 #: soon, but never later than the claim's own expiry.
 BUSY_MIN_DELAY_S = 0.5
 BUSY_MAX_DELAY_S = 5.0
+NIGHT_DAYTIME_RETRY_S = 600.0  # -133 while our clock says day: clocks differ; look again soon
 
 RETRY_ACTIONS = frozenset(
     {
@@ -272,7 +273,8 @@ class JourneySender:
             until = self._quota.block_template(job.account, job.template_id)
             return Park(ParkReason.TEMPLATE_QUOTA, until, str(exc), info)
         if action is Action.PARK_UNTIL_MORNING:
-            return Park(ParkReason.NIGHT, next_morning(now), str(exc), info)
+            until = night_hours_resume_at(now, daytime_retry_s=NIGHT_DAYTIME_RETRY_S)
+            return Park(ParkReason.NIGHT, until, str(exc), info)
         if action in RETRY_ACTIONS or action is Action.RETRY_THEN_DEAD_LETTER:
             return self._retry_or_give_up(attempt, exc, info)
         return DeadLetter(str(exc), exc.error_class.value, exc.code, info)
