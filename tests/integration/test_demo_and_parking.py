@@ -1,0 +1,69 @@
+"""The README's demo command, and parked jobs coming back through real workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import redis
+
+from tests.support import REPO, WorkerProcess, wait_until
+from worker.parking import ParkReason
+from worker.runtime import Runtime
+from worker.sandbox.control import SandboxControl
+
+
+def test_demo_runs_green_and_prints_the_summary(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZNS_")}
+    env["ZNS_REDIS_URL"] = redis_url  # the demo uses database 15 of it, and cleans up
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "demo", "--orders", "10", "--latency-ms", "0"],
+        cwd=REPO,
+        env={**env, "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "zns demo summary" in out
+    # 10 orders x 3 steps: 3 orders have phones the producer refuses, 1 has no Zalo account
+    assert re.search(r"messages sent\W+18\b", out), out
+    assert re.search(r"dead letters\W+3\b", out), out
+    assert re.search(r"rejected by the producer\W+9\b", out), out
+    assert "No Zalo account" in out
+    leftover = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/15")
+    assert list(leftover.scan_iter(match="zns-demo:*")) == []
+    leftover.close()
+
+
+def test_parked_jobs_come_back_when_due_even_if_a_releaser_died(
+    runtime: Runtime, start_worker: Callable[..., WorkerProcess], control: SandboxControl
+) -> None:
+    # Given five parked jobs due in a second, one of them leased by a releaser that then died
+    for i in range(5):
+        runtime.parking.park(
+            "default",
+            reason=ParkReason.NIGHT,
+            due_at=time.time() + 1,
+            kwargs={
+                "phone": "84987654321",
+                "template_id": "600",
+                "template_data": {"i": i},
+                "journey": "night",
+                "idempotency_key": f"night-{i}",
+            },
+            meta={"history": [{"class": "night_hours", "code": -133, "message": "night"}]},
+        )
+    wait_until(lambda: runtime.parking.lease_due("default", 1) != [], timeout_s=5, what="a lease")
+    # When a worker runs (its maintenance thread releases due jobs)
+    start_worker(concurrency=4)
+    # Then all five are sent, each once, well within 30 s of being due
+    wait_until(lambda: control.stats().sends_accepted == 5, timeout_s=30, what="5 sends")
+    wait_until(lambda: runtime.parking.count("default") == 0, timeout_s=10, what="empty lot")
+    assert len({m.tracking_id for m in control.messages()}) == 5
