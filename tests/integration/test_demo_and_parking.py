@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 
 from tests.support import REPO, WorkerProcess, wait_until
 from worker.parking import ParkReason
+from worker.producer import Producer
 from worker.runtime import Runtime
 from worker.sandbox.control import SandboxControl
+from worker.settings import Settings
 
 
 def test_demo_runs_green_and_prints_the_summary(redis_url: str) -> None:
@@ -67,3 +71,24 @@ def test_parked_jobs_come_back_when_due_even_if_a_releaser_died(
     wait_until(lambda: control.stats().sends_accepted == 5, timeout_s=30, what="5 sends")
     wait_until(lambda: runtime.parking.count("default") == 0, timeout_s=10, what="empty lot")
     assert len({m.tracking_id for m in control.messages()}) == 5
+
+
+def test_zns_worker_command_consumes_the_queue(
+    worker_env: dict[str, str], settings: Settings, control: SandboxControl, tmp_path: Path
+) -> None:
+    # Given `zns worker` (what the Procfile and the image run)
+    log = (tmp_path / "zns-worker.log").open("wb")
+    env = {**os.environ, **worker_env}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "zns"), "worker", "-c", "4"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        # When a job is enqueued
+        Producer(settings).enqueue(phone="0987654321", template_id="1", template_data={"a": 1})
+        # Then it is sent, and SIGTERM stops the worker cleanly
+        wait_until(lambda: control.stats().sends_accepted == 1, timeout_s=60, what="1 send")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        log.close()

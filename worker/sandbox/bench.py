@@ -62,7 +62,8 @@ def measure(latency_ms: int, *, connections: int, duration_s: int, threads: int)
             duration_s=duration_s,
             threads=threads,
         )
-        typer.echo("$ " + " ".join(command))
+        shown = [*command[:-1], "<journey token>"]  # tokens are never printed, even sandbox ones
+        typer.echo("$ " + " ".join(shown))
         report = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     typer.echo(report)
     match = _RATE.search(report)
