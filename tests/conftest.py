@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.fakes import FakeClock, store_client
 from tests.support import SANDBOX_CREDENTIALS, RedisServer, WorkerProcess
+from worker.keys import Keys
 from worker.runtime import Runtime, build_runtime
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.control import SandboxControl
@@ -41,6 +43,25 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """The project's Redis client (str replies) on the clean private Redis, for store tests."""
+    with store_client(redis_url) as c:
+        yield c
+
+
+@pytest.fixture
+def keys() -> Keys:
+    """Key builder under the default prefix."""
+    return Keys("zns")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A settable clock for stores that take `clock=`."""
+    return FakeClock()
 
 
 @pytest.fixture(scope="session")

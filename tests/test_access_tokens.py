@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 from pydantic import SecretStr
 
-from tests.fakes import FakeClock, RecordingSleep, run_in_threads, store_client
+from tests.fakes import FakeClock, RecordingSleep, run_in_threads
 from worker.access_tokens import (
     BOOTSTRAP_LIFETIME_S,
     POLL_S,
@@ -61,19 +61,8 @@ class FakeRefresher:
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    with store_client(redis_url) as c:
-        yield c
-
-
-@pytest.fixture
 def keys(settings: Settings) -> Keys:
     return Keys(settings.key_prefix)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def make_manager(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
-from tests.fakes import run_in_threads, store_client
+from tests.fakes import run_in_threads
 from tests.support import wait_until
 from worker.idempotency import Claim, ClaimState, IdempotencyStore
 from worker.keys import Keys
@@ -17,17 +15,6 @@ KEY = "order-42:step-1"
 RESULT = {"msg_id": "m-1", "sent_time": 1_700_000_000_000, "quota": {"remainingQuota": 99}}
 RETENTION_S = 3600.0
 CLAIM_TTL_S = 30.0
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    with store_client(redis_url) as c:
-        yield c
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys("zns")
 
 
 @pytest.fixture

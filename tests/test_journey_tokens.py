@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 from pydantic import SecretStr
 
-from tests.fakes import FakeClock, RecordingSleep, run_in_threads, store_client
+from tests.fakes import FakeClock, RecordingSleep, run_in_threads
 from worker.clock import ms
 from worker.errors import ZaloTransportError
 from worker.journey_tokens import DAY_S, POLL_S, CachedToken, JourneyTokenStore, TokenRef
@@ -37,22 +37,6 @@ class FakeCreate:
         if self._before_return is not None:
             self._before_return()
         return JourneyToken(token=SecretStr(f"jt-secret-{n}"), journey_id=f"journey-{n}")
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    with store_client(redis_url) as c:
-        yield c
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys("zns")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def make_store(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from tests.fakes import FakeClock, store_client
+from tests.fakes import FakeClock
 from worker.clock import ms
 from worker.deadletters import DeadLetter, DeadLetterStore
 from worker.keys import Keys
@@ -25,22 +24,6 @@ JOB: dict[str, Any] = {
     "tracking_id": "trk-1",
     "account": ACCOUNT,
 }
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    with store_client(redis_url) as c:
-        yield c
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys("zns")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

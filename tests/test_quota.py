@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
-from tests.fakes import FakeClock, run_in_threads, store_client
+from tests.fakes import FakeClock, run_in_threads
 from worker.clock import ms, next_quota_reset
 from worker.keys import Keys
 from worker.quota import Gate, QuotaStore, QuotaView
 
 ACCOUNT = "default"
 TEMPLATE = "tpl-1"
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    with store_client(redis_url) as c:
-        yield c
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys("zns")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
