@@ -240,3 +240,31 @@ def test_a_counter_set_at_a_past_reset_is_gone_at_once(client: redis.Redis, keys
     stale.set(ACCOUNT, 10, 500)
     # Then Redis expires the counter absolutely at that reset: nothing stale survives
     assert not client.exists(keys.quota(ACCOUNT))
+
+
+def test_answers_out_of_order_do_not_drift_the_counter(quota: QuotaStore) -> None:
+    # Given 1000 left and two sends in flight (A then B reach Zalo in that order)
+    quota.init(ACCOUNT, 1000, 1000)
+    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    # When B's answer (Zalo: 998 left) arrives before A's (Zalo: 999 left)
+    quota.observe(ACCOUNT, 998, 1000)
+    quota.observe(ACCOUNT, 999, 1000)
+    # Then the counter is exact and nothing is left in flight
+    view = quota.view(ACCOUNT)
+    assert (view.remaining, view.inflight) == (998, 0)
+
+
+def test_probe_after_exhaustion_discounts_sends_in_flight(quota: QuotaStore) -> None:
+    quota.init(ACCOUNT, 3, 3)
+    for _ in range(3):
+        assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    # Zalo has not counted the three sends in flight yet and still says 3
+    assert quota.set(ACCOUNT, 3, 3) == 0
+    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.EXHAUSTED
+
+
+def test_concurrent_first_probes_keep_reservations(quota: QuotaStore) -> None:
+    quota.init(ACCOUNT, 100, 100)
+    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    assert quota.init(ACCOUNT, 100, 100) == 99  # a late first probe does not undo the reservation

@@ -4,9 +4,9 @@ The counter starts from what Zalo reports (a probe of `GET /message/quota`, free
 decremented once per send before the call, given back when Zalo surely did not send, and lowered
 (never raised) by the figure each send reports, since sends still in flight are already subtracted.
 It expires at the assumed reset (midnight Asia/Ho_Chi_Minh); a probe or a reset sets it anew.
-Reserved units are counted in `inflight` until settled, so a figure Zalo reports (which does not
-yet count our sends in flight) is read as `figure - inflight`. A worker that dies mid-send leaves
-its unit in `inflight`: the counter errs low (never over quota) until the next reset.
+Reserved units are counted in `inflight` until settled, so a probe's figure (which may not yet
+count our sends in flight) is read as `figure - inflight`. A worker that dies mid-send leaves its
+unit in `inflight`: the counter errs low (never over quota) until the next probe or reset.
 """
 
 from __future__ import annotations

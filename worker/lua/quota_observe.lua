@@ -3,7 +3,11 @@
 -- ARGV[1]  remainingQuota reported, ARGV[2] dailyQuota reported ('' if absent),
 -- ARGV[3]  mode:
 --          'sent' after our own send: settles its unit (inflight - 1), then lowers the counter to
---                 what Zalo says minus the sends still in flight (never raises it);
+--                 Zalo's figure if that is lower (never raises it). Not "figure - inflight":
+--                 answers arrive out of order, and a send still in flight for us may already be
+--                 counted by Zalo, so subtracting would drift the counter down by one per reorder.
+--                 The counter drops only when someone else (another system on the same OA) used
+--                 more quota than we have in flight;
 --          'init' a first probe: sets the counter only if none exists (concurrent first probes
 --                 must not overwrite reservations already taken);
 --          'set'  a probe after exhaustion or a reset: Zalo's figure minus the sends in flight.
@@ -14,8 +18,11 @@ if ARGV[3] == 'sent' and inflight > 0 then
   inflight = redis.call('HINCRBY', KEYS[1], 'inflight', -1)
 end
 local current = redis.call('HGET', KEYS[1], 'remaining')
-local candidate = math.max(tonumber(ARGV[1]) - inflight, 0)
 local mode = ARGV[3]
+local candidate = tonumber(ARGV[1])
+if mode ~= 'sent' then
+  candidate = math.max(candidate - inflight, 0)
+end
 local take = (mode == 'set')
   or (current == false)
   or (mode == 'sent' and candidate < tonumber(current))
