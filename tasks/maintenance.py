@@ -26,9 +26,10 @@ def _loop() -> None:
     interval = runtime().settings.pipeline.maintenance_interval_s
     while not _stop.is_set():
         report = maintenance.run_once()
-        if report.released or report.quota_probes or report.pause_probes:
+        if report.released or report.quota_probes or report.pause_probes or report.refreshes:
             log.info(
-                "maintenance: released=%d quota_probes=%d pause_probes=%d",
+                "maintenance: refreshes=%d released=%d quota_probes=%d pause_probes=%d",
+                report.refreshes,
                 report.released,
                 report.quota_probes,
                 report.pause_probes,

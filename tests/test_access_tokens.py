@@ -11,10 +11,11 @@ from pydantic import SecretStr
 
 from tests.fakes import FakeClock, RecordingSleep, run_in_threads
 from worker.access_tokens import (
-    BOOTSTRAP_LIFETIME_S,
+    DEFAULT_LIFETIME_S,
     POLL_S,
     AccessGrant,
     AccessTokenManager,
+    RefreshInDoubt,
 )
 from worker.clock import ms
 from worker.errors import ZaloOAuthError, ZaloTimeout, ZaloTransportError
@@ -113,7 +114,7 @@ def test_bootstrap_seeds_redis_from_settings_when_it_holds_nothing(
         "access_token": "sandbox-access-token",
         "refresh_token": "sandbox-refresh-token",
         "generation": "0",
-        "access_expires_at_ms": str(ms(clock() + BOOTSTRAP_LIFETIME_S)),
+        "access_expires_at_ms": str(ms(clock() + DEFAULT_LIFETIME_S)),
     }
 
 
@@ -196,6 +197,7 @@ def test_refresh_uses_the_stored_refresh_token_and_persists_the_new_pair(
         "refresh_token": "refresh-1",
         "generation": "1",
         "access_expires_at_ms": str(ms(clock() + EXPIRES_IN_S)),
+        "lifetime_s": str(EXPIRES_IN_S),
         "refreshed_at_ms": str(ms(clock())),
     }
     assert manager.current(ACCOUNT) == fresh
@@ -353,30 +355,97 @@ def test_refresh_without_credentials_is_an_oauth_error(
     assert not client.exists(keys.oauth_lock(ACCOUNT))
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        ZaloOAuthError("Invalid refresh token", code=-14014, endpoint="/v4/oa/access_token"),
-        ZaloTimeout("read timeout", endpoint="/v4/oa/access_token"),
-    ],
-)
-def test_refresher_errors_propagate_and_leave_the_old_pair_intact(
-    client: redis.Redis, keys: Keys, settings: Settings, clock: FakeClock, error: Exception
+PAIR_FIELDS = ("access_token", "refresh_token", "generation", "access_expires_at_ms")
+
+
+def pair_of(client: redis.Redis, keys: Keys) -> list[str | None]:
+    return list(client.hmget(keys.oauth(ACCOUNT), PAIR_FIELDS))  # type: ignore[arg-type]
+
+
+def test_oauth_error_keeps_the_pair_and_tells_the_operator_what_to_do(
+    client: redis.Redis, keys: Keys, settings: Settings, clock: FakeClock
 ) -> None:
-    # Given the OAuth call fails
+    # Given Zalo refuses the refresh token (HTTP 200, no access_token)
+    error = ZaloOAuthError("Invalid refresh token", code=-14014, endpoint="/v4/oa/access_token")
     manager = make_manager(
         client, keys, accounts=settings.account, refresher=FakeRefresher(error=error), clock=clock
     )
     rejected = manager.current(ACCOUNT)
-    before = client.hgetall(keys.oauth(ACCOUNT))
-    # When a refresh is attempted, the caller sees the very error
-    with pytest.raises(type(error)) as info:
+    before = pair_of(client, keys)
+    # When a refresh is attempted
+    with pytest.raises(ZaloOAuthError, match="zns token set --account default") as info:
+        manager.refresh_after_rejection(ACCOUNT, rejected)
+    assert info.value.__cause__ is error and info.value.code == -14014
+    # Then the pair is untouched, the failure is recorded, and the lock is free again
+    assert pair_of(client, keys) == before
+    status = manager.status(ACCOUNT)
+    assert status.refresh_failures == 1 and status.last_error == "Invalid refresh token"
+    assert status.in_doubt_since_ms is None
+    assert not client.exists(keys.oauth_lock(ACCOUNT))
+
+
+def test_unknown_outcome_puts_the_pair_in_doubt_and_blocks_blind_reuse(
+    client: redis.Redis, keys: Keys, settings: Settings, clock: FakeClock
+) -> None:
+    # Given a refresh whose answer was lost (read timeout after the request went out)
+    error = ZaloTimeout("read timeout", endpoint="/v4/oa/access_token")
+    failing = FakeRefresher(error=error)
+    manager = make_manager(client, keys, accounts=settings.account, refresher=failing, clock=clock)
+    rejected = manager.current(ACCOUNT)
+    before = pair_of(client, keys)
+    with pytest.raises(ZaloTimeout) as info:
         manager.refresh_after_rejection(ACCOUNT, rejected)
     assert info.value is error
-    # Then the stored pair is untouched and the lock is free for the next attempt
-    assert client.hgetall(keys.oauth(ACCOUNT)) == before
-    assert not client.exists(keys.oauth_lock(ACCOUNT))
-    retry = make_manager(
+    assert pair_of(client, keys) == before
+    assert manager.status(ACCOUNT).in_doubt_since_ms == ms(clock())
+    # Then an operator's refresh without --force refuses to reuse the refresh token
+    working = FakeRefresher()
+    careful = make_manager(client, keys, accounts=settings.account, refresher=working, clock=clock)
+    with pytest.raises(RefreshInDoubt):
+        careful.refresh_now(ACCOUNT)
+    assert working.calls == 0
+    # And a proactive refresh waits while the old access token still works
+    clock.advance(0.9 * DEFAULT_LIFETIME_S)
+    assert careful.refresh_if_due(ACCOUNT) is False
+    assert working.calls == 0
+    # But when Zalo rejects the access token there is nothing to lose: one attempt, which clears it
+    assert token(careful.refresh_after_rejection(ACCOUNT, rejected)) == "access-1"
+    assert working.calls == 1
+    assert careful.status(ACCOUNT).in_doubt_since_ms is None
+
+
+def test_proactive_refresh_after_the_configured_share_of_life(
+    client: redis.Redis, keys: Keys, settings: Settings, clock: FakeClock
+) -> None:
+    refresher = FakeRefresher()
+    manager = make_manager(
+        client, keys, accounts=settings.account, refresher=refresher, clock=clock
+    )
+    manager.current(ACCOUNT)  # bootstrap: assumed fresh, ~25 h of life
+    clock.advance(0.79 * DEFAULT_LIFETIME_S)
+    assert manager.refresh_if_due(ACCOUNT) is False
+    clock.advance(0.02 * DEFAULT_LIFETIME_S)
+    assert manager.refresh_if_due(ACCOUNT) is True
+    assert refresher.calls == 1
+    assert manager.refresh_if_due(ACCOUNT) is False  # the new token is young
+    assert manager.status(ACCOUNT).generation == 1
+
+
+def test_set_pair_stores_a_fresh_authorisation_and_clears_doubt(
+    client: redis.Redis, keys: Keys, settings: Settings, clock: FakeClock
+) -> None:
+    manager = make_manager(
         client, keys, accounts=settings.account, refresher=FakeRefresher(), clock=clock
     )
-    assert token(retry.refresh_after_rejection(ACCOUNT, rejected)) == "access-1"
+    manager.current(ACCOUNT)
+    client.hset(keys.oauth(ACCOUNT), mapping={"in_doubt_since_ms": 1, "last_error": "x"})
+    grant = manager.set_pair(
+        ACCOUNT,
+        access_token=SecretStr("a-new"),
+        refresh_token=SecretStr("r-new"),
+        expires_in_s=90000,
+    )
+    assert (token(grant), grant.generation) == ("a-new", 1)
+    status = manager.status(ACCOUNT)
+    assert status.in_doubt_since_ms is None and status.last_error is None
+    assert status.access_expires_at_ms == ms(clock() + 90000)

@@ -15,6 +15,7 @@ import redis
 from pydantic import SecretStr
 
 from worker.clock import Clock, ms
+from worker.crypto import TokenCipher
 from worker.errors import ZaloTransportError
 from worker.keys import Keys
 from worker.locks import Lock
@@ -66,6 +67,7 @@ class JourneyTokenStore:
         lock_ttl_s: float,
         wait_s: float,
         min_life_s: float,
+        cipher: TokenCipher | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client = client
@@ -74,6 +76,7 @@ class JourneyTokenStore:
         self._lock_ttl_s = lock_ttl_s
         self._wait_s = wait_s
         self._min_life_ms = int(min_life_s * 1000)
+        self._cipher = cipher or TokenCipher(None)
         self._sleep = sleep
         self._drop = register(client, "journey_token_drop")
 
@@ -83,7 +86,7 @@ class JourneyTokenStore:
         if not raw or "token" not in raw:
             return None
         cached = CachedToken(
-            token=SecretStr(raw["token"]),
+            token=SecretStr(self._cipher.open(raw["token"])),
             journey_id=raw.get("journey_id", ""),
             created_at_ms=int(raw.get("created_at_ms", "0")),
             expires_at_ms=int(raw.get("expires_at_ms", "0")),
@@ -135,7 +138,7 @@ class JourneyTokenStore:
         pipe.hset(
             key,
             mapping={
-                "token": fresh.token.get_secret_value(),
+                "token": self._cipher.seal(fresh.token.get_secret_value()),
                 "journey_id": fresh.journey_id,
                 "created_at_ms": stored.created_at_ms,
                 "expires_at_ms": expires_at_ms,

@@ -24,6 +24,7 @@ class Report:
     """What one maintenance pass did."""
 
     released: int = 0
+    refreshes: int = 0
     quota_probes: int = 0
     pause_probes: int = 0
     errors: list[str] = field(default_factory=list)
@@ -56,6 +57,7 @@ class Maintenance:
         return report
 
     def _account_pass(self, account: str, report: Report) -> None:
+        report.refreshes += int(self._refresh_token(account))
         report.released += self.release_due(account)
         report.quota_probes += int(self._probe_quota(account))
         report.pause_probes += int(self._probe_paused(account))
@@ -72,6 +74,15 @@ class Maintenance:
             total += len(jobs)
             if len(jobs) < batch:
                 return total
+
+    def _refresh_token(self, account: str) -> bool:
+        """Proactive refresh; a failure is logged and recorded, never pauses a working account
+        (the access token still works; the reactive path pauses when it stops working)."""
+        try:
+            return self._rt.access_tokens.refresh_if_due(account)
+        except ZnsError as exc:
+            log.error("proactive token refresh of %s failed: %s", account, exc)
+            return False
 
     def _probe_quota(self, account: str) -> bool:
         """While the counter says exhausted, ask Zalo (free) at most once per interval, globally."""

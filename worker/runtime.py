@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from worker.access_tokens import AccessTokenManager
 from worker.accounts import AccountState
 from worker.clock import Clock, system_clock
+from worker.crypto import TokenCipher
 from worker.deadletters import DeadLetterStore
 from worker.idempotency import IdempotencyStore
 from worker.journey_tokens import JourneyTokenStore
@@ -115,10 +116,12 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     quota = QuotaStore(client, keys, clock=clock, reserve_floor=p.quota_reserve)
     accounts = AccountState(client, keys, clock=clock)
     parking = ParkingLot(client, keys, clock=clock, lease_s=p.park_lease_s)
+    cipher = TokenCipher(settings.token_encryption_keys)
     journey_tokens = JourneyTokenStore(
         client,
         keys,
         clock=clock,
+        cipher=cipher,
         lock_ttl_s=http_budget_s + LOCK_MARGIN_S,
         wait_s=p.token_wait_s,
         min_life_s=p.journey_token_min_life_s,
@@ -138,6 +141,8 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         clock=clock,
         lock_ttl_s=http_budget_s + LOCK_MARGIN_S,
         wait_s=p.token_wait_s,
+        refresh_at_fraction=p.refresh_at_fraction,
+        cipher=cipher,
     )
     dead_letters = DeadLetterStore(client, keys, clock=clock)
     sender = JourneySender(

@@ -72,6 +72,8 @@ class PipelineSettings(BaseModel):
     quota_probe_interval_s: float = Field(default=60.0, gt=0)  # GET /message/quota while exhausted
     pause_probe_interval_s: float = Field(default=900.0, gt=0)  # one canary send for a paused OA
     park_lease_s: float = Field(default=60.0, gt=0)
+    #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
+    refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
     release_batch: int = Field(default=500, ge=1)
 
 
@@ -106,6 +108,8 @@ class Settings(BaseSettings):
     access_token: SecretStr | None = None  # bootstrap value; Redis holds the live one
     refresh_token: SecretStr | None = None  # bootstrap value; single-use, rotates on refresh
     token_type: TokenType = DEFAULT_TOKEN_TYPE
+    #: Comma-separated Fernet keys (newest first); when set, tokens are encrypted in Redis.
+    token_encryption_keys: SecretStr | None = None
     http: HttpSettings = HttpSettings()
     celery: CelerySettings = CelerySettings()
     pipeline: PipelineSettings = PipelineSettings()
