@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from worker.celery_app import QUEUE
@@ -231,3 +232,42 @@ def test_configuration_error_names_the_variable(env: dict[str, str]) -> None:
     code, output = zns({**env, "ZNS_REDIS_URL": "http://nope"}, "quota")
     assert code == 2
     assert "ZNS_REDIS_URL" in output
+
+
+def test_token_status_set_and_refresh(
+    env: dict[str, str], runtime: Runtime, control: SandboxControl
+) -> None:
+    # Given a fresh Redis: status shows no token yet (and never a token value)
+    code, output = zns(env, "token", "status", "--json")
+    assert code == 0 and json.loads(output)["access_token"] == "missing"
+    # When an operator stores a pair from standard input
+    result = runner.invoke(
+        app, ["token", "set"], env=env, input="sandbox-access-token\nsandbox-refresh-token\n"
+    )
+    assert result.exit_code == 0, result.output
+    status = json.loads(zns(env, "token", "status", "--json")[1])
+    assert status["access_token"] == "present" and status["generation"] == 1
+    assert "sandbox-access-token" not in json.dumps(status)
+    # When refreshed on demand, against the sandbox's single-use refresh token
+    code, output = zns(env, "token", "refresh")
+    assert code == 0 and "generation 2" in output
+    assert control.stats().refresh_successes == 1
+    # And when a refresh is in doubt, a plain refresh refuses; --force goes ahead
+    runtime.redis.hset(runtime.keys.oauth("default"), "in_doubt_since_ms", 1)
+    code, output = zns(env, "token", "refresh")
+    assert code == 1 and "without an answer" in output
+    assert control.stats().refresh_attempts == 1
+    code, output = zns(env, "token", "refresh", "--force")
+    assert code == 0 and "generation 3" in output
+
+
+def test_token_set_needs_both_tokens_and_never_reads_argv(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["token", "set"], env=env, input="only-one\n")
+    assert result.exit_code == 2
+    assert "need both tokens" in result.output
+
+
+def test_token_new_key_is_a_usable_fernet_key(env: dict[str, str]) -> None:
+    code, output = zns(env, "token", "new-key")
+    assert code == 0
+    Fernet(output.strip().encode())

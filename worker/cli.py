@@ -6,19 +6,23 @@ configuration error.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from worker.celery_app import QUEUE
-from worker.errors import ConfigError, InvalidJob
+from worker.errors import ConfigError, InvalidJob, ZnsError
 from worker.parking import ParkReason
 from worker.runtime import Runtime, build_runtime
 from worker.sandbox.cli import sandbox_command
@@ -31,9 +35,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Zalo ZNS Jou
 dead_letters_app = typer.Typer(no_args_is_help=True, help="Inspect, replay or purge dead letters.")
 parked_app = typer.Typer(no_args_is_help=True, help="Inspect or release parked jobs.")
 account_app = typer.Typer(no_args_is_help=True, help="Pause, resume or inspect an account.")
+token_app = typer.Typer(no_args_is_help=True, help="OA access tokens: status, refresh, set.")
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(parked_app, name="parked")
 app.add_typer(account_app, name="account")
+app.add_typer(token_app, name="token")
 app.command("sandbox")(sandbox_command)
 
 out = Console()
@@ -378,6 +384,135 @@ def account_status(
     for name, value in status.items():
         table.add_row(name, "-" if value is None else str(value))
     out.print(table)
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+@token_app.command("status")
+def token_status(account: AccountOpt = DEFAULT_ACCOUNT, as_json: JsonOpt = False) -> None:
+    """Expiry, age and last refresh of the OA token (never the token itself)."""
+    rt = _runtime()
+    status = rt.access_tokens.status(account)
+    pause = rt.accounts.status(account)
+    now_ms = int(time.time() * 1000)
+    view = {
+        "account": account,
+        "access_token": "present" if status.has_access_token else "missing",
+        "refresh_token": "present" if status.has_refresh_token else "missing",
+        "expires_at": _iso(status.access_expires_at_ms),
+        "expires_in_s": _seconds(status.access_expires_at_ms, now_ms),
+        "last_refresh": _iso(status.refreshed_at_ms),
+        "age_s": _seconds(now_ms, status.refreshed_at_ms),
+        "generation": status.generation,
+        "refresh_in_doubt_since": _iso(status.in_doubt_since_ms),
+        "refresh_failures": status.refresh_failures,
+        "last_refresh_error": status.last_error,
+        "encrypted_at_rest": rt.settings.token_encryption_keys is not None,
+        "account_paused": pause.reason if pause else None,
+    }
+    if as_json:
+        _print_json(view)
+        return
+    table = Table("field", "value", title=f"tokens of {account}")
+    for name, value in view.items():
+        table.add_row(name, "-" if value is None else str(value))
+    out.print(table)
+    if status.in_doubt_since_ms is not None:
+        err.print(
+            "[yellow]the last refresh ended without an answer:[/yellow] Zalo may have rotated "
+            "the pair. Sending goes on with the current access token; if it is rejected one "
+            "more refresh is tried. To be sure now: re-authorise the OA, then "
+            f"`zns token set -a {account}`."
+        )
+    if pause is not None:
+        err.print(f"[red]account paused:[/red] {pause.reason}")
+
+
+def _iso(value_ms: int | None) -> str | None:
+    if value_ms is None:
+        return None
+    return datetime.fromtimestamp(value_ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _seconds(later_ms: int | None, earlier_ms: int | None) -> int | None:
+    if later_ms is None or earlier_ms is None:
+        return None
+    return (later_ms - earlier_ms) // 1000
+
+
+@token_app.command("refresh")
+def token_refresh(
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    force: Annotated[
+        bool, typer.Option("--force", help="Refresh even while an earlier refresh is in doubt.")
+    ] = False,
+) -> None:
+    """Refresh the OA access token now (single-flight with every worker)."""
+    rt = _runtime()
+    try:
+        grant = rt.access_tokens.refresh_now(account, force=force)
+    except ZnsError as exc:
+        err.print(f"[red]refresh failed:[/red] {exc}")
+        raise typer.Exit(EXIT_PROBLEM) from None
+    out.print(f"refreshed: generation {grant.generation}")
+
+
+@token_app.command("set")
+def token_set(
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    expires_in_s: Annotated[int, typer.Option(min=60, help="Access token lifetime.")] = 90_000,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Also resume the account and release its jobs.")
+    ] = False,
+) -> None:
+    """Store a pair from a fresh OA authorisation.
+
+    Reads ZNS_NEW_ACCESS_TOKEN and ZNS_NEW_REFRESH_TOKEN from the environment, else two lines
+    from standard input (access token, then refresh token): never from the command line, where
+    shell history and `ps` would show them.
+    """
+    access, refresh = _new_pair_from_env_or_stdin()
+    rt = _runtime()
+    grant = rt.access_tokens.set_pair(
+        account, access_token=access, refresh_token=refresh, expires_in_s=expires_in_s
+    )
+    out.print(f"stored: generation {grant.generation}")
+    if resume:
+        from worker.operations import resume_account  # noqa: PLC0415
+
+        was_paused, released = resume_account(rt, account)
+        out.print(f"{'resumed' if was_paused else 'was not paused'}; released {released}")
+    elif rt.accounts.status(account) is not None:
+        out.print(f"account {account} is paused: run `zns account resume {account}` when ready")
+
+
+def _new_pair_from_env_or_stdin() -> tuple[SecretStr, SecretStr]:
+    access = os.environ.get("ZNS_NEW_ACCESS_TOKEN", "").strip()
+    refresh = os.environ.get("ZNS_NEW_REFRESH_TOKEN", "").strip()
+    if not (access and refresh):
+        if sys.stdin.isatty():
+            err.print("paste the access token, then the refresh token (input is not echoed)")
+            access = getpass.getpass("access token: ").strip()
+            refresh = getpass.getpass("refresh token: ").strip()
+        else:
+            lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+            access, refresh = [*lines, "", ""][:2]
+    if not (access and refresh):
+        err.print(
+            "[red]need both tokens:[/red] set ZNS_NEW_ACCESS_TOKEN and ZNS_NEW_REFRESH_TOKEN, "
+            "or give them on standard input, one per line"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    return SecretStr(access), SecretStr(refresh)
+
+
+@token_app.command("new-key")
+def token_new_key() -> None:
+    """Print a new key for ZNS_TOKEN_ENCRYPTION_KEYS (prepend it to rotate)."""
+    from cryptography.fernet import Fernet  # noqa: PLC0415
+
+    out.print(Fernet.generate_key().decode())
 
 
 # -- quota -------------------------------------------------------------------------------------
