@@ -17,7 +17,7 @@ from worker.outcomes import DeadLetter, Duplicate, Park, Retry, Sent
 from worker.parking import ParkReason
 from worker.runtime import Runtime
 from worker.sandbox.control import SandboxControl
-from worker.sender import NIGHT_DAYTIME_RETRY_S, Attempt
+from worker.sender import ACCESS_ROUNDS, NIGHT_DAYTIME_RETRY_S, Attempt
 
 PHONE = "84987654321"
 
@@ -145,15 +145,28 @@ def test_expired_access_token_is_refreshed_once_and_the_send_goes_out(
     assert control.stats().refresh_attempts == 1
 
 
-def test_access_token_rejected_after_refresh_pauses_the_account(
+def test_access_tokens_rejected_right_after_each_refresh_pause_the_account(
     runtime: Runtime, control: SandboxControl
 ) -> None:
-    control.script(-124, endpoint="get-token", times=2)
+    # Given Zalo rejects every access token, even fresh ones (an app or OA problem)
+    control.script(-124, endpoint="get-token", times=ACCESS_ROUNDS)
     outcome = runtime.sender.process(make_job(), attempt())
+    # Then after a bounded number of refreshes the account is paused, the job parked
     assert isinstance(outcome, Park) and outcome.reason is ParkReason.PAUSED
     pause = runtime.accounts.status("default")
-    assert pause is not None and "rejected again" in pause.reason
+    assert pause is not None and f"rejected {ACCESS_ROUNDS} times" in pause.reason
+    assert control.stats().refresh_successes == ACCESS_ROUNDS - 1
     assert runtime.dead_letters.count() == 0
+
+
+def test_a_fresh_token_that_died_again_is_refreshed_again_not_a_pause(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    # Given the first two tokens are rejected (the second died while this step waited)
+    control.script(-124, endpoint="get-token", times=ACCESS_ROUNDS - 1)
+    outcome = runtime.sender.process(make_job(), attempt())
+    assert isinstance(outcome, Sent)
+    assert runtime.accounts.status("default") is None
 
 
 def test_dead_refresh_token_pauses_the_account_without_dead_letters(

@@ -35,6 +35,7 @@ from worker.errors import ZaloError, ZaloOAuthError, ZaloTransportError
 from worker.keys import Keys
 from worker.locks import Lock
 from worker.metrics import TOKEN_REFRESHES
+from worker.scripts import register
 from worker.settings import AccountSettings
 from worker.zalo.models import AccessTokenPair
 
@@ -103,6 +104,8 @@ class AccessTokenManager:
         self._fraction = refresh_at_fraction
         self._cipher = cipher or TokenCipher(None)
         self._sleep = sleep
+        self._known_working: dict[str, int] = {}  # per process: highest generation seen working
+        self._mark_working = register(client, "max_field")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -133,6 +136,21 @@ class AccessTokenManager:
             last_error=raw.get("last_error") or None,
             refresh_failures=int(raw.get("refresh_failures") or 0),
         )
+
+    def mark_working(self, account: str, generation: int) -> None:
+        """Record that a call succeeded with `generation` (one Redis write per generation and
+        process): a later rejection of it is then an expiry, not an account problem."""
+        if self._known_working.get(account, -1) >= generation:
+            return
+        self._mark_working(
+            keys=[self._keys.oauth(account)], args=["working_generation", generation]
+        )
+        self._known_working[account] = generation
+
+    def has_worked(self, account: str, generation: int) -> bool:
+        """Whether any process ever made a successful call with `generation` (or a later one)."""
+        value = self._client.hget(self._keys.oauth(account), "working_generation")
+        return value is not None and int(str(value)) >= generation
 
     # -- refreshing ------------------------------------------------------------------------------
 

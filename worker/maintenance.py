@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.clock import Clock, ms, system_clock
 from worker.errors import ZnsError
 from worker.locks import Lock
 from worker.parking import ParkedJob, ParkReason
@@ -41,9 +42,10 @@ def job_kwargs(job: ParkedJob, *, probe: bool = False) -> dict[str, Any]:
 class Maintenance:
     """One pass over every configured account; safe to run in many processes at once."""
 
-    def __init__(self, runtime: Runtime, publish: Publish) -> None:
+    def __init__(self, runtime: Runtime, publish: Publish, *, clock: Clock = system_clock) -> None:
         self._rt = runtime
         self._publish = publish
+        self._clock = clock
 
     def run_once(self) -> Report:
         """Release, probe; never raises (a failing account must not stop the others)."""
@@ -100,15 +102,16 @@ class Maintenance:
 
     def _probe_paused(self, account: str) -> bool:
         """A paused account gets one canary send per interval; its success resumes the account."""
-        if self._rt.accounts.status(account) is None:
-            return False
+        pause = self._rt.accounts.status(account)
+        interval = self._rt.settings.pipeline.pause_probe_interval_s
+        if pause is None or ms(self._clock()) - pause.since_ms < ms(interval):
+            return False  # not paused, or paused too recently for a canary
         canary = next(
             (job for job in self._rt.parking.entries(account) if job.reason is ParkReason.PAUSED),
             None,
         )
         if canary is None:
             return False
-        interval = self._rt.settings.pipeline.pause_probe_interval_s
         if not self._once_per(account, "paused", interval):
             return False
         self._publish(job_kwargs(canary, probe=True))

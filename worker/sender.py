@@ -17,7 +17,7 @@ from worker.access_tokens import AccessGrant, AccessTokenManager
 from worker.accounts import AccountState
 from worker.clock import Clock, next_quota_reset, night_hours_resume_at
 from worker.deadletters import DeadLetterStore
-from worker.errors import AccessTokenError, AccountError, Action, ZaloError
+from worker.errors import AccessTokenError, AccountError, Action, TransientApiError, ZaloError
 from worker.idempotency import ClaimState, IdempotencyStore
 from worker.job import Job
 from worker.journey_tokens import CachedToken, JourneyTokenStore, TokenRef
@@ -33,6 +33,8 @@ T = TypeVar("T")
 #: soon, but never later than the claim's own expiry.
 BUSY_MIN_DELAY_S = 0.5
 BUSY_MAX_DELAY_S = 5.0
+#: Sends tried per step with successive access tokens before the account is paused.
+ACCESS_ROUNDS = 3
 NIGHT_DAYTIME_RETRY_S = 600.0  # -133 while our clock says day: clocks differ; look again soon
 
 RETRY_ACTIONS = frozenset(
@@ -191,20 +193,41 @@ class JourneySender:
         return self._with_access(job.account, lambda grant: self._send_renewing_token(job, grant))
 
     def _with_access(self, account: str, call: Callable[[AccessGrant], T]) -> T:
-        """Run `call` with the access token; on rejection refresh once (single-flight), retry."""
+        """Run `call` with the access token; on rejection refresh (single-flight) and retry.
+
+        A fresh token may be rejected legitimately: it died again while this step waited. So a
+        step tries up to `ACCESS_ROUNDS` generations; if the last one rejected had worked for
+        someone, tokens are just churning (retry later); if it never worked anywhere, Zalo
+        rejects fresh tokens: an account problem (pause).
+        """
         grant = self._access.current(account)
-        try:
-            return call(grant)
-        except AccessTokenError:
-            fresh = self._access.refresh_after_rejection(account, grant)
-        try:
-            return call(fresh)
-        except AccessTokenError as exc:
-            raise AccountError(
-                f"access token rejected again right after a refresh ({exc})",
+        for round_ in range(ACCESS_ROUNDS):
+            try:
+                result = call(grant)
+            except AccessTokenError as exc:
+                if round_ == ACCESS_ROUNDS - 1:
+                    raise self._rejected_too_often(account, grant, exc) from exc
+                grant = self._access.refresh_after_rejection(account, grant)
+            else:
+                self._access.mark_working(account, grant.generation)
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _rejected_too_often(
+        self, account: str, grant: AccessGrant, exc: AccessTokenError
+    ) -> ZaloError:
+        if self._access.has_worked(account, grant.generation):
+            return TransientApiError(
+                f"access tokens expiring faster than this step could use them ({exc})",
                 endpoint=exc.endpoint,
                 code=exc.code,
-            ) from exc
+            )
+        return AccountError(
+            f"access token rejected {ACCESS_ROUNDS} times, each time right after a refresh, "
+            f"and never accepted ({exc})",
+            endpoint=exc.endpoint,
+            code=exc.code,
+        )
 
     def _send_renewing_token(self, job: Job, grant: AccessGrant) -> Sent:
         ref = self._ref(job)

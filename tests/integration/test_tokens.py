@@ -55,6 +55,23 @@ def test_four_workers_with_an_access_token_dying_every_50_sends_refresh_once_per
     assert stats.refresh_failures == 0
 
 
+def test_no_pause_and_no_parking_under_token_churn(
+    settings: Settings, start_worker: StartWorker, control: SandboxControl, runtime: Runtime
+) -> None:
+    # Given tokens dying every 20 sends under 2 x 32 threads (a fresh token often dies again
+    # before a waiting step gets to use it)
+    control.set_faults(access_token_max_sends=20, refresh_reuse_revokes=True)
+    start_worker(concurrency=32)
+    start_worker(concurrency=32)
+    Producer(settings).enqueue_many(steps(300, 100))
+    wait_until(lambda: control.stats().sends_accepted == 300, timeout_s=120, what="300 sends")
+    # Then the account was never paused and nothing parked
+    assert runtime.accounts.status("default") is None
+    assert runtime.parking.count("default") == 0
+    assert control.stats().refresh_successes == 300 // 20 - 1
+    assert control.stats().refresh_token_reuses == 0
+
+
 @pytest.fixture
 def slow_oauth_sandbox() -> Iterator[str]:
     with running_sandbox(SandboxConfig(port=0, oauth_latency_ms=3000)) as url:
