@@ -6,10 +6,11 @@ import logging
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import heartbeat_sent, worker_ready, worker_shutting_down
 
 from tasks.app import app, runtime
 from worker.celery_app import QUEUE, TASK_NAME
+from worker.health import HealthFile
 from worker.maintenance import Maintenance
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,17 @@ def publish(kwargs: dict[str, Any]) -> None:
     app.send_task(TASK_NAME, kwargs=kwargs, queue=QUEUE)
 
 
+def _health() -> HealthFile:
+    return HealthFile(runtime().settings.celery.health_file)
+
+
 def _loop() -> None:
     maintenance = Maintenance(runtime(), publish)
     interval = runtime().settings.pipeline.maintenance_interval_s
+    health = _health()
     while not _stop.is_set():
         report = maintenance.run_once()
+        health.beat("maintenance_at")
         if report.released or report.quota_probes or report.pause_probes or report.refreshes:
             log.info(
                 "maintenance: refreshes=%d released=%d quota_probes=%d pause_probes=%d",
@@ -40,8 +47,15 @@ def _loop() -> None:
 @worker_ready.connect
 def start_maintenance(**_: Any) -> None:
     """Start the maintenance thread once the worker consumes."""
+    _health().beat("consumer_at")
     _stop.clear()
     threading.Thread(target=_loop, name="zns-maintenance", daemon=True).start()
+
+
+@heartbeat_sent.connect
+def consumer_alive(**_: Any) -> None:
+    """Celery's event heartbeat comes from the consumer loop: a stuck consumer stops it."""
+    _health().beat("consumer_at")
 
 
 @worker_shutting_down.connect

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from worker.celery_app import QUEUE
 from worker.errors import ConfigError, InvalidJob, ZnsError
+from worker.health import HealthFile, Verdict
 from worker.parking import ParkReason
 from worker.runtime import Runtime, build_runtime
 from worker.sandbox.cli import sandbox_command
@@ -98,6 +99,49 @@ def worker(
     if hostname:
         argv += ["-n", hostname]
     os.execv(sys.executable, argv)  # noqa: S606 (exec form: SIGTERM reaches Celery itself)
+
+
+@app.command()
+def check(
+    max_age_s: Annotated[
+        float, typer.Option(min=1, help="Oldest acceptable heartbeat (liveness).")
+    ] = 60.0,
+    ready: Annotated[
+        bool, typer.Option("--ready", help="Also PING Redis and the broker (readiness).")
+    ] = False,
+) -> None:
+    """Health check for probes. Exit 0 healthy, 1 unhealthy, 2 configuration error.
+
+    Reads the worker's heartbeat file (no broker round trip); with --ready also pings the state
+    Redis and connects to the broker.
+    """
+    settings = _settings()
+    verdict = HealthFile(settings.celery.health_file).check(max_age_s=max_age_s)
+    if verdict.healthy and ready:
+        verdict = _reachable(settings)
+    out.print(verdict.reason)
+    if not verdict.healthy:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+def _reachable(settings: Settings) -> Verdict:
+    import redis  # noqa: PLC0415
+    from kombu import Connection  # noqa: PLC0415
+
+    try:
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        return Verdict(False, f"state Redis unreachable: {type(exc).__name__}")
+    try:
+        with Connection(settings.effective_broker_url, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu raises transport-specific errors
+        return Verdict(False, f"broker unreachable: {type(exc).__name__}")
+    return Verdict(True, "ok")
 
 
 # -- enqueue -----------------------------------------------------------------------------------

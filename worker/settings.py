@@ -5,12 +5,14 @@ Loaded once by `load_settings()` at start and passed down; no other module reads
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
+from worker.health import DEFAULT_HEALTH_FILE
 
 TokenType = Literal[
     "token_logistics_7", "token_logistics_30", "token_coach_bus_7", "token_coach_bus_30"
@@ -49,6 +51,8 @@ class CelerySettings(BaseModel):
     soft_time_limit_s: int = Field(default=60, ge=5)  # a step is a few HTTP calls of <= 10 s
     time_limit_s: int = Field(default=90, ge=10)
     concurrency: int = Field(default=32, ge=1, le=1000)  # threads: the work is I/O bound
+    health_file: Path = DEFAULT_HEALTH_FILE  # heartbeat file read by `zns check`
+    metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0 disables /metrics
     result_expires_s: int = Field(default=86_400, ge=60)
 
 

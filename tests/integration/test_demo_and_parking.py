@@ -14,6 +14,7 @@ from pathlib import Path
 import redis
 
 from tests.support import REPO, WorkerProcess, wait_until
+from worker.health import HealthFile
 from worker.parking import ParkReason
 from worker.producer import Producer
 from worker.runtime import Runtime
@@ -78,7 +79,8 @@ def test_zns_worker_command_consumes_the_queue(
 ) -> None:
     # Given `zns worker` (what the Procfile and the image run)
     log = (tmp_path / "zns-worker.log").open("wb")
-    env = {**os.environ, **worker_env}
+    health = HealthFile(tmp_path / "health.json")
+    env = {**os.environ, **worker_env, "ZNS_CELERY__HEALTH_FILE": str(health.path)}
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "zns"), "worker", "-c", "4"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -88,6 +90,10 @@ def test_zns_worker_command_consumes_the_queue(
         Producer(settings).enqueue(phone="0987654321", template_id="1", template_data={"a": 1})
         # Then it is sent, and SIGTERM stops the worker cleanly
         wait_until(lambda: control.stats().sends_accepted == 1, timeout_s=60, what="1 send")
+        # And its heartbeats (consumer loop and maintenance) keep `zns check` green
+        wait_until(
+            lambda: health.check(max_age_s=10).healthy, timeout_s=30, what="fresh heartbeats"
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0

@@ -1,0 +1,64 @@
+"""Cheap health checks for probes: a heartbeat file the worker keeps fresh, read by `zns check`.
+
+The worker writes two timestamps: `consumer_at` on every Celery event heartbeat (sent from the
+consumer's own loop, so it stops when the worker stops consuming) and `maintenance_at` on every
+maintenance pass. A probe reads a small local file: no broker round trip, no `celery inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HEALTH_FILE = Path(tempfile.gettempdir()) / "zns-worker-health.json"
+KINDS = ("consumer_at", "maintenance_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a check found."""
+
+    healthy: bool
+    reason: str
+
+
+class HealthFile:
+    """The heartbeat file of one worker process."""
+
+    def __init__(self, path: Path = DEFAULT_HEALTH_FILE) -> None:
+        self.path = path
+
+    def beat(self, kind: str, *, now: float | None = None) -> None:
+        """Record that `kind` (consumer_at | maintenance_at) is alive now; atomic replace."""
+        state = self._read() or {}
+        state[kind] = time.time() if now is None else now
+        state["pid"] = os.getpid()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def check(self, *, max_age_s: float, now: float | None = None) -> Verdict:
+        """Healthy when every heartbeat is younger than `max_age_s`."""
+        state = self._read()
+        if state is None:
+            return Verdict(False, f"no heartbeat file at {self.path} (worker not started?)")
+        current = time.time() if now is None else now
+        for kind in KINDS:
+            at = state.get(kind)
+            if not isinstance(at, int | float):
+                return Verdict(False, f"{kind} never written")
+            age = current - at
+            if age > max_age_s:
+                return Verdict(False, f"{kind} is {age:.0f}s old (limit {max_age_s:.0f}s)")
+        return Verdict(True, "ok")
+
+    def _read(self) -> dict[str, float | int] | None:
+        try:
+            value = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
