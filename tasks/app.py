@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import threading
+from typing import Any
+
+from celery.signals import setup_logging
 
 from worker.celery_app import create_celery
+from worker.logs import configure_logging
 from worker.runtime import Runtime, build_runtime
 from worker.settings import load_settings
-
-# One INFO line per HTTP call (httpx's default) would drown the task lines at 500k jobs.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 settings = load_settings()
 app = create_celery(settings)
@@ -27,3 +27,9 @@ def runtime() -> Runtime:
             if _runtime is None:
                 _runtime = build_runtime(settings)
     return _runtime
+
+
+@setup_logging.connect
+def _logging(loglevel: str | int | None = None, **_: Any) -> None:
+    """Our logging instead of Celery's: JSON lines (or text on a terminal), masked phones."""
+    configure_logging(fmt=settings.log_format, level=loglevel or settings.log_level)

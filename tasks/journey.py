@@ -8,9 +8,11 @@ from typing import Any
 from celery import Task
 
 from tasks.app import app, runtime
+from worker import metrics
 from worker.celery_app import QUEUE, TASK_NAME
 from worker.errors import InvalidJob
-from worker.job import parse_job
+from worker.job import Job, parse_job
+from worker.logs import current_account
 from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
 from worker.sender import Attempt
 
@@ -32,6 +34,14 @@ def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]: 
         return _dead_letter_invalid(task_id, str(exc), args, kwargs)
     if runtime().settings.account(job.account) is None:
         return _dead_letter_invalid(task_id, f"unknown account {job.account!r}", args, kwargs)
+    account_token = current_account.set(job.account)
+    try:
+        return _run(self, job, meta, task_id)
+    finally:
+        current_account.reset(account_token)
+
+
+def _run(task: Task, job: Job, meta: dict[str, Any], task_id: str) -> dict[str, Any]:  # type: ignore[type-arg]
     history = tuple(meta.get("history", []))
     attempt = Attempt(
         task_id=task_id,
@@ -40,21 +50,26 @@ def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]: 
         history=history,
     )
     outcome = runtime().sender.process(job, attempt)
-    return _to_celery(self, job.kwargs(), history, outcome)
+    return _to_celery(task, job, history, outcome)
 
 
 def _to_celery(
     task: Task,  # type: ignore[type-arg]
-    kwargs: dict[str, Any],
+    job: Job,
     history: tuple[dict[str, Any], ...],
     outcome: Outcome,
 ) -> dict[str, Any]:
+    kwargs = job.kwargs()
     if isinstance(outcome, Sent | Duplicate | AlreadyDead):
         return outcome.result
     if isinstance(outcome, Retry):
         log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
         meta = {"history": [*history, outcome.error]}
-        raise task.retry(countdown=outcome.delay_s, kwargs={**kwargs, "_meta": meta})
+        raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
+            countdown=outcome.delay_s,
+            kwargs={**kwargs, "_meta": meta},
+            kwargsrepr=job.kwargs_repr(),
+        )
     if isinstance(outcome, Park):
         return {
             "status": "parked",
@@ -88,6 +103,7 @@ def _dead_letter_invalid(
     """A job that can never be sent: keep it whole for an operator, never retry it."""
     payload = {"args": list(args), "kwargs": kwargs} if args else kwargs
     account = kwargs.get("account") if isinstance(kwargs.get("account"), str) else None
+    metrics.DEAD_LETTERS.labels(account or "-", "invalid_job").inc()
     entry = runtime().dead_letters.add(
         reason=reason,
         error_class="invalid_job",

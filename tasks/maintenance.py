@@ -9,9 +9,10 @@ from typing import Any
 from celery.signals import heartbeat_sent, worker_ready, worker_shutting_down
 
 from tasks.app import app, runtime
-from worker.celery_app import QUEUE, TASK_NAME
+from worker.celery_app import publish_step
 from worker.health import HealthFile
 from worker.maintenance import Maintenance
+from worker.metrics import register_quota_gauge, serve_metrics
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -19,7 +20,7 @@ _stop = threading.Event()
 
 def publish(kwargs: dict[str, Any]) -> None:
     """Enqueue a journey step by name on our queue."""
-    app.send_task(TASK_NAME, kwargs=kwargs, queue=QUEUE)
+    publish_step(app, kwargs)
 
 
 def _health() -> HealthFile:
@@ -48,6 +49,13 @@ def _loop() -> None:
 def start_maintenance(**_: Any) -> None:
     """Start the maintenance thread once the worker consumes."""
     _health().beat("consumer_at")
+    rt = runtime()
+    port = rt.settings.celery.metrics_port
+    try:
+        register_quota_gauge(rt.settings.account_names(), lambda a: rt.quota.view(a).remaining)
+        serve_metrics(port)
+    except OSError as exc:  # another worker on this host has the port: no metrics, still work
+        log.warning("metrics not served on port %d: %s", port, exc)
     _stop.clear()
     threading.Thread(target=_loop, name="zns-maintenance", daemon=True).start()
 

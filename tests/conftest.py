@@ -25,6 +25,7 @@ FAST_PIPELINE = {
     "ZNS_PIPELINE__RETRY_BASE_DELAY_S": "0.2",
     "ZNS_PIPELINE__RETRY_MAX_DELAY_S": "1",
     "ZNS_PIPELINE__PARK_LEASE_S": "2",
+    "ZNS_CELERY__METRICS_PORT": "0",  # tests run several workers on one host
 }
 
 

@@ -92,6 +92,21 @@ class Job(BaseModel):
         """The public task kwargs for this job (what a producer enqueues)."""
         return self.model_dump(exclude_none=True)
 
+    def kwargs_repr(self) -> str:
+        """What Celery logs and Flower show instead of the kwargs: the phone masked."""
+        return masked_kwargs_repr(self.kwargs())
+
+
+def masked_kwargs_repr(kwargs: dict[str, Any]) -> str:
+    """repr of task kwargs with the phone (and a journey equal to it) masked, `_meta` left out."""
+    phone = kwargs.get("phone")
+    shown = {k: v for k, v in kwargs.items() if k != "_meta"}
+    if isinstance(phone, str):
+        shown["phone"] = mask_phone(phone)
+        if shown.get("journey") == phone:
+            shown["journey"] = shown["phone"]
+    return repr(shown)
+
 
 def derive_tracking_id(idempotency_key: str) -> str:
     """A deterministic tracking id: the same job always carries the same one."""

@@ -1,11 +1,91 @@
-"""Prometheus metrics (prometheus-client). Defined once here; the worker exposes them (#5)."""
+"""Prometheus metrics (prometheus-client), defined once; the worker serves them on a port.
+
+Multi-process story: `zns worker` runs the threads pool, so one worker process holds every
+counter and `/metrics` on `ZNS_CELERY__METRICS_PORT` shows them all. Several pods (or several
+`zns worker` processes) each serve their own endpoint and Prometheus sums them. With Celery's
+prefork pool the children would each hold their own registry: that needs prometheus-client's
+multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`), which this project does not use.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from collections.abc import Callable, Iterator, Sequence
 
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+MESSAGES_SENT = Counter("zns_messages_sent_total", "Messages Zalo accepted.", ["account"])
+DUPLICATES = Counter(
+    "zns_duplicates_total", "Jobs answered from the idempotency record (no Zalo call).", ["account"]
+)
+FAILURES = Counter(
+    "zns_send_failures_total",
+    "Zalo or transport failures during a step, by error class and Zalo code.",
+    ["account", "error_class", "code"],
+)
+RETRIES = Counter(
+    "zns_retries_total", "Steps rescheduled with a backoff.", ["account", "error_class"]
+)
+PARKED = Counter("zns_parked_total", "Steps parked in Redis, by reason.", ["account", "reason"])
+DEAD_LETTERS = Counter(
+    "zns_dead_letters_total", "Steps dead-lettered, by error class.", ["account", "error_class"]
+)
+JOURNEY_TOKENS = Counter(
+    "zns_journey_tokens_created_total", "Journey tokens created (billed on first use).", ["account"]
+)
 TOKEN_REFRESHES = Counter(
     "zns_token_refreshes_total",
     "OA access-token refresh attempts, by account and outcome (ok, unknown, error type).",
     ["account", "outcome"],
 )
+SEND_SECONDS = Histogram(
+    "zns_send_seconds",
+    "Duration of the Zalo send call.",
+    ["account"],
+    buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0),
+)
+LIMITER_WAIT_SECONDS = Histogram(
+    "zns_limiter_wait_seconds",
+    "Time a step waited for the account's global rate limiter.",
+    ["account"],
+    buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+)
+RATE_LIMITED = Counter(
+    "zns_rate_limited_total",
+    "Steps rescheduled because the global rate limit was reached.",
+    ["account"],
+)
+
+
+class QuotaCollector(Collector):
+    """`zns_remaining_quota{account}` read from the shared counter in Redis at scrape time, so
+    every pod reports the same, current figure (not the last value one thread happened to set)."""
+
+    def __init__(self, accounts: Sequence[str], remaining: Callable[[str], int | None]) -> None:
+        self._accounts = list(accounts)
+        self._remaining = remaining
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge sample per account whose counter is known."""
+        gauge = GaugeMetricFamily(
+            "zns_remaining_quota",
+            "The OA's remaining daily quota (shared counter).",
+            labels=["account"],
+        )
+        for account in self._accounts:
+            value = self._remaining(account)
+            if value is not None:
+                gauge.add_metric([account], value)
+        yield gauge
+
+
+def register_quota_gauge(accounts: Sequence[str], remaining: Callable[[str], int | None]) -> None:
+    """Add the quota gauge to the default registry (once per process)."""
+    REGISTRY.register(QuotaCollector(accounts, remaining))
+
+
+def serve_metrics(port: int, *, address: str = "0.0.0.0") -> None:  # noqa: S104 (scraped by Prometheus)
+    """Serve /metrics on `port` from a daemon thread (0 disables it)."""
+    if port:
+        start_http_server(port, addr=address)

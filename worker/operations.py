@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.celery_app import QUEUE, TASK_NAME
 from worker.errors import InvalidJob
 from worker.job import parse_job
 from worker.maintenance import Maintenance
@@ -13,10 +12,10 @@ from worker.runtime import Runtime
 
 
 def _publisher(rt: Runtime) -> Maintenance:
-    from worker.celery_app import create_celery  # noqa: PLC0415 (celery import is slow)
+    from worker.celery_app import create_celery, publish_step  # noqa: PLC0415 (slow import)
 
     app = create_celery(rt.settings)
-    return Maintenance(rt, lambda kwargs: app.send_task(TASK_NAME, kwargs=kwargs, queue=QUEUE))
+    return Maintenance(rt, lambda kwargs: publish_step(app, kwargs))
 
 
 def release_parked(rt: Runtime, account: str, reasons: set[ParkReason] | None) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery
 
-from worker.celery_app import QUEUE, TASK_NAME, create_celery
+from worker.celery_app import create_celery, publish_step
 from worker.errors import InvalidJob
 from worker.job import Job, parse_job
 from worker.settings import Settings
@@ -90,9 +90,7 @@ class Producer:
         with self._app.producer_or_acquire() as producer:
             for job in jobs:
                 task_id = job.idempotency_key if _is_uuid(job.idempotency_key) else uuid.uuid4().hex
-                self._app.send_task(
-                    TASK_NAME, kwargs=job.kwargs(), queue=QUEUE, task_id=task_id, producer=producer
-                )
+                publish_step(self._app, job.kwargs(), task_id=task_id, producer=producer)
                 ids.append(task_id)
                 if on_progress is not None:
                     on_progress(1)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from worker import metrics
 from worker.access_tokens import AccessGrant, AccessTokenManager
 from worker.accounts import AccountState
 from worker.clock import Clock, next_quota_reset, night_hours_resume_at
@@ -96,6 +97,7 @@ class JourneySender:
         """Claim the job, run it through the gates, record the outcome."""
         claim = self._idem.claim(job.account, job.idempotency_key, owner=attempt.task_id)
         if claim.state is ClaimState.SENT:
+            metrics.DUPLICATES.labels(job.account).inc()
             return Duplicate({**(claim.result or {}), "status": "duplicate"})
         if claim.state is ClaimState.DEAD:
             return AlreadyDead({**(claim.result or {}), "status": "dead_lettered"})
@@ -111,6 +113,7 @@ class JourneySender:
             self._idem.release(job.account, job.idempotency_key, owner=attempt.task_id)
             raise
         self._record(job, attempt, outcome)
+        _count(job.account, outcome)
         return outcome
 
     def _record(self, job: Job, attempt: Attempt, outcome: Outcome) -> None:
@@ -247,15 +250,18 @@ class JourneySender:
                 grant.token, phone=job.phone, token_type=ref.token_type
             ),
         )
+        if token.created_now:
+            metrics.JOURNEY_TOKENS.labels(job.account).inc()
         try:
-            result = client.send_template(
-                grant.token,
-                token.token,
-                phone=job.phone,
-                template_id=job.template_id,
-                template_data=job.template_data,
-                tracking_id=job.tracking_id,
-            )
+            with metrics.SEND_SECONDS.labels(job.account).time():
+                result = client.send_template(
+                    grant.token,
+                    token.token,
+                    phone=job.phone,
+                    template_id=job.template_id,
+                    template_data=job.template_data,
+                    tracking_id=job.tracking_id,
+                )
         except ZaloError as exc:
             if exc.action is Action.NEW_TOKEN_AND_RETRY_ONCE:
                 self._tokens.drop(ref, token.journey_id)
@@ -283,6 +289,7 @@ class JourneySender:
 
     def _on_error(self, job: Job, attempt: Attempt, exc: ZaloError) -> Outcome:
         info = error_info(exc)
+        metrics.FAILURES.labels(job.account, exc.error_class.value, str(exc.code)).inc()
         now = self._clock()
         action = exc.action
         if action is Action.PAUSE_ACCOUNT:
@@ -321,3 +328,15 @@ class JourneySender:
             log.warning(
                 "account %s resumed after a successful probe; %d jobs woken", account, woken
             )
+
+
+def _count(account: str, outcome: Outcome) -> None:
+    """One metric per outcome."""
+    if isinstance(outcome, Sent):
+        metrics.MESSAGES_SENT.labels(account).inc()
+    elif isinstance(outcome, Retry):
+        metrics.RETRIES.labels(account, str(outcome.error.get("class"))).inc()
+    elif isinstance(outcome, Park):
+        metrics.PARKED.labels(account, outcome.reason.value).inc()
+    elif isinstance(outcome, DeadLetter):
+        metrics.DEAD_LETTERS.labels(account, outcome.error_class).inc()

@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     access_token: SecretStr | None = None  # bootstrap value; Redis holds the live one
     refresh_token: SecretStr | None = None  # bootstrap value; single-use, rotates on refresh
     token_type: TokenType = DEFAULT_TOKEN_TYPE
+    log_format: Literal["json", "text", "auto"] = "auto"  # auto: text on a terminal, else JSON
+    log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
     #: Comma-separated Fernet keys (newest first); when set, tokens are encrypted in Redis.
     token_encryption_keys: SecretStr | None = None
     http: HttpSettings = HttpSettings()
