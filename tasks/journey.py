@@ -14,11 +14,9 @@ from worker.errors import InvalidJob
 from worker.job import Job, parse_job
 from worker.logs import current_account
 from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
-from worker.sender import Attempt
+from worker.sender import WAIT_CLASSES, Attempt
 
 log = logging.getLogger(__name__)
-
-RETRY_CLASSES_NOT_COUNTED = frozenset({"busy"})  # waiting for another claim is not a failure
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None, queue=QUEUE)
@@ -45,7 +43,7 @@ def _run(task: Task, job: Job, meta: dict[str, Any], task_id: str) -> dict[str, 
     history = tuple(meta.get("history", []))
     attempt = Attempt(
         task_id=task_id,
-        retries=sum(1 for h in history if h.get("class") not in RETRY_CLASSES_NOT_COUNTED),
+        retries=sum(1 for h in history if h.get("class") not in WAIT_CLASSES),
         probe=bool(meta.get("probe")),
         history=history,
     )

@@ -11,13 +11,15 @@ import uuid
 
 import pytest
 
+from worker.access_tokens import ACCESS_ROUNDS
 from worker.clock import next_quota_reset, night_hours_resume_at
 from worker.job import Job, parse_job
 from worker.outcomes import DeadLetter, Duplicate, Park, Retry, Sent
 from worker.parking import ParkReason
+from worker.policy import NIGHT_DAYTIME_RETRY_S
 from worker.runtime import Runtime
 from worker.sandbox.control import SandboxControl
-from worker.sender import ACCESS_ROUNDS, NIGHT_DAYTIME_RETRY_S, Attempt
+from worker.sender import Attempt
 
 PHONE = "84987654321"
 

@@ -25,13 +25,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 from pydantic import SecretStr
 
 from worker.clock import Clock, ms
 from worker.crypto import TokenCipher
-from worker.errors import ZaloError, ZaloOAuthError, ZaloTransportError
+from worker.errors import (
+    AccessTokenError,
+    AccountError,
+    TransientApiError,
+    ZaloError,
+    ZaloOAuthError,
+    ZaloTransportError,
+)
 from worker.keys import Keys
 from worker.locks import Lock
 from worker.metrics import TOKEN_REFRESHES
@@ -40,6 +48,9 @@ from worker.settings import AccountSettings
 from worker.zalo.models import AccessTokenPair
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: Sends tried per step with successive access tokens before giving up on the account.
+ACCESS_ROUNDS = 3
 
 POLL_S = 0.05
 DEFAULT_LIFETIME_S = 90_000  # Zalo's expires_in for a fresh OA access token (~25 h)
@@ -135,6 +146,49 @@ class AccessTokenManager:
             in_doubt_since_ms=_int(raw.get("in_doubt_since_ms")),
             last_error=raw.get("last_error") or None,
             refresh_failures=int(raw.get("refresh_failures") or 0),
+        )
+
+    def from_stored(self, stored: str | None, generation: int) -> AccessGrant | None:
+        """A grant from a token read elsewhere (the hot path's one Redis call)."""
+        return AccessGrant(SecretStr(self._cipher.open(stored)), generation) if stored else None
+
+    def call(
+        self, account: str, fn: Callable[[AccessGrant], T], *, first: AccessGrant | None = None
+    ) -> T:
+        """Run `fn` with the access token; on rejection refresh (single-flight) and run it again.
+
+        A fresh token may be rejected legitimately: it died again while this step waited. So up
+        to `ACCESS_ROUNDS` generations are tried; if the last one rejected had worked for
+        someone, tokens are just churning (a transient error: retry later); if it never worked
+        anywhere, Zalo rejects fresh tokens: an account problem (the account is paused).
+        """
+        grant = first or self.current(account)
+        for round_ in range(ACCESS_ROUNDS):
+            try:
+                result = fn(grant)
+            except AccessTokenError as exc:
+                if round_ == ACCESS_ROUNDS - 1:
+                    raise self._rejected_too_often(account, grant, exc) from exc
+                grant = self.refresh_after_rejection(account, grant)
+            else:
+                self.mark_working(account, grant.generation)
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _rejected_too_often(
+        self, account: str, grant: AccessGrant, exc: AccessTokenError
+    ) -> ZaloError:
+        if self.has_worked(account, grant.generation):
+            return TransientApiError(
+                f"access tokens expiring faster than this step could use them ({exc})",
+                endpoint=exc.endpoint,
+                code=exc.code,
+            )
+        return AccountError(
+            f"access token rejected {ACCESS_ROUNDS} times, each time right after a refresh, "
+            f"and never accepted ({exc})",
+            endpoint=exc.endpoint,
+            code=exc.code,
         )
 
     def mark_working(self, account: str, generation: int) -> None:

@@ -83,7 +83,11 @@ class JourneyTokenStore:
     def get(self, ref: TokenRef) -> CachedToken | None:
         """The stored token if it still has at least `min_life_s` to live."""
         raw: dict[str, str] = self._client.hgetall(self._key(ref))  # type: ignore[assignment]
-        if not raw or "token" not in raw:
+        return self.from_fields(raw)
+
+    def from_fields(self, raw: dict[str, str] | None) -> CachedToken | None:
+        """A token from its stored fields (read here or by the hot path), if still alive."""
+        if not raw or not raw.get("token"):
             return None
         cached = CachedToken(
             token=SecretStr(self._cipher.open(raw["token"])),
@@ -147,6 +151,10 @@ class JourneyTokenStore:
         pipe.pexpireat(key, expires_at_ms)
         pipe.execute()
         return stored
+
+    def key(self, ref: TokenRef) -> str:
+        """The Redis key of `ref`'s token."""
+        return self._key(ref)
 
     def _key(self, ref: TokenRef) -> str:
         return self._keys.journey_token(ref.account, ref.phone, ref.journey, ref.token_type)

@@ -43,6 +43,14 @@ class Keys:
         """String present while a template's daily limit (-147) is reached."""
         return f"{self._acct(account)}:tplblock:{_part(template_id)}"
 
+    def rate(self, account: str) -> str:
+        """String: the global rate limiter's theoretical arrival time (GCRA), in ms."""
+        return f"{self._acct(account)}:rate"
+
+    def cooloff(self, account: str) -> str:
+        """String present while every pod holds back after Zalo's HTTP 429."""
+        return f"{self._acct(account)}:cooloff"
+
     def paused(self, account: str) -> str:
         """Hash present while the account is paused: reason, code, since_ms."""
         return f"{self._acct(account)}:paused"

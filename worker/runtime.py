@@ -17,10 +17,13 @@ from worker.idempotency import IdempotencyStore
 from worker.journey_tokens import JourneyTokenStore
 from worker.keys import Keys
 from worker.parking import ParkingLot
+from worker.policy import ErrorPolicy
 from worker.quota import QuotaStore
+from worker.ratelimit import RateLimiter
 from worker.retry import RetryPolicy
-from worker.sender import JourneySender
+from worker.sender import JourneySender, Stores
 from worker.settings import AccountSettings, Settings
+from worker.step_gate import StepGate
 from worker.zalo.client import ZaloClient
 from worker.zalo.models import AccessTokenPair
 
@@ -91,6 +94,7 @@ class Runtime:
     dead_letters: DeadLetterStore
     journey_tokens: JourneyTokenStore
     access_tokens: AccessTokenManager
+    limiter: RateLimiter
     sender: JourneySender
 
     def close(self) -> None:
@@ -145,22 +149,40 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         cipher=cipher,
     )
     dead_letters = DeadLetterStore(client, keys, clock=clock)
+    limiter = RateLimiter(client, keys, accounts=settings.account, max_wait_s=p.rate_max_wait_s)
     sender = JourneySender(
-        idempotency=idempotency,
-        quota=quota,
-        accounts=accounts,
-        parking=parking,
-        dead_letters=dead_letters,
-        journey_tokens=journey_tokens,
+        gate=StepGate(
+            client,
+            keys,
+            limiter=limiter,
+            clock=clock,
+            claim_ttl_s=p.claim_ttl_s,
+            retention_s=p.idempotency_retention_s,
+            quota_floor=p.quota_reserve,
+        ),
+        stores=Stores(
+            idempotency=idempotency,
+            quota=quota,
+            accounts=accounts,
+            parking=parking,
+            dead_letters=dead_letters,
+            journey_tokens=journey_tokens,
+        ),
         access_tokens=access_tokens,
+        policy=ErrorPolicy(
+            quota=quota,
+            accounts=accounts,
+            limiter=limiter,
+            retry=RetryPolicy(
+                base_delay_s=p.retry_base_delay_s,
+                max_delay_s=p.retry_max_delay_s,
+                max_transient_retries=p.max_transient_retries,
+                max_unknown_retries=p.max_unknown_retries,
+            ),
+            clock=clock,
+        ),
         client=clients,
         default_token_type=lambda name: _token_type(settings, name),
-        retry=RetryPolicy(
-            base_delay_s=p.retry_base_delay_s,
-            max_delay_s=p.retry_max_delay_s,
-            max_transient_retries=p.max_transient_retries,
-            max_unknown_retries=p.max_unknown_retries,
-        ),
         clock=clock,
     )
     return Runtime(
@@ -175,6 +197,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         dead_letters=dead_letters,
         journey_tokens=journey_tokens,
         access_tokens=access_tokens,
+        limiter=limiter,
         sender=sender,
     )
 

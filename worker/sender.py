@@ -1,51 +1,47 @@
 """JourneySender: one journey step through every gate to Zalo and back. Knows nothing of Celery.
 
-    claim idempotency key ─► pause / template / quota gates (one Lua call) ─► access token
-      ─► journey token (reuse, or create once) ─► send ─► record ─► mark sent
+    begin (one Redis call: claim, pause / template / quota gates, rate slot, quota unit,
+           access token, journey token)
+      ─► journey token (reuse, or create exactly once) ─► send
+      ─► finish (one Redis call: settle quota, mark sent)
 
-Each failure becomes an Outcome chosen by the error's `action` (see `worker/zalo/error-codes.csv`).
+Two Redis round trips per sent message in steady state. Each failure becomes an Outcome chosen by
+`ErrorPolicy` from the error's action (see `worker/zalo/error-codes.csv`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from worker import metrics
 from worker.access_tokens import AccessGrant, AccessTokenManager
 from worker.accounts import AccountState
-from worker.clock import Clock, next_quota_reset, night_hours_resume_at
+from worker.clock import Clock, next_quota_reset
 from worker.deadletters import DeadLetterStore
-from worker.errors import AccessTokenError, AccountError, Action, TransientApiError, ZaloError
-from worker.idempotency import ClaimState, IdempotencyStore
+from worker.errors import Action, ZaloError
+from worker.idempotency import IdempotencyStore
 from worker.job import Job
 from worker.journey_tokens import CachedToken, JourneyTokenStore, TokenRef
 from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
 from worker.parking import ParkingLot, ParkReason
-from worker.quota import Gate, QuotaStore
-from worker.retry import RetryPolicy, compute_backoff
+from worker.policy import ErrorPolicy
+from worker.quota import QuotaStore
+from worker.step_gate import Begin, Started, StepGate, StepKeys
 from worker.zalo.client import ZaloClient
+from worker.zalo.models import SendResult
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
 #: A claim held elsewhere usually ends in well under a second (the holder finishes): look again
 #: soon, but never later than the claim's own expiry.
 BUSY_MIN_DELAY_S = 0.5
 BUSY_MAX_DELAY_S = 5.0
-#: Sends tried per step with successive access tokens before the account is paused.
-ACCESS_ROUNDS = 3
-NIGHT_DAYTIME_RETRY_S = 600.0  # -133 while our clock says day: clocks differ; look again soon
-
-RETRY_ACTIONS = frozenset(
-    {
-        Action.RETRY_BACKOFF,
-        Action.SLOW_DOWN_AND_RETRY,
-        Action.NEW_TOKEN_AND_RETRY_ONCE,  # reached only when the fresh token failed too
-        Action.REFRESH_AND_RETRY_ONCE,
-    }
-)
+#: Retry classes that are waits, not failures: they do not count towards the retry cap.
+WAIT_CLASSES = frozenset({"busy", "throttled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +54,16 @@ class Attempt:
     history: tuple[dict[str, Any], ...] = ()  # earlier attempts' errors, kept with the job
 
 
-def error_info(exc: ZaloError) -> dict[str, Any]:
-    """What the attempt history keeps of an error (never a token)."""
-    return {"class": exc.error_class.value, "code": exc.code, "message": str(exc)[:300]}
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The Redis-backed stores the sender writes outcomes to."""
+
+    idempotency: IdempotencyStore
+    quota: QuotaStore
+    accounts: AccountState
+    parking: ParkingLot
+    dead_letters: DeadLetterStore
+    journey_tokens: JourneyTokenStore
 
 
 class JourneySender:
@@ -69,182 +72,132 @@ class JourneySender:
     def __init__(
         self,
         *,
-        idempotency: IdempotencyStore,
-        quota: QuotaStore,
-        accounts: AccountState,
-        parking: ParkingLot,
-        dead_letters: DeadLetterStore,
-        journey_tokens: JourneyTokenStore,
+        gate: StepGate,
+        stores: Stores,
         access_tokens: AccessTokenManager,
+        policy: ErrorPolicy,
         client: Callable[[], ZaloClient],
         default_token_type: Callable[[str], str],
-        retry: RetryPolicy,
         clock: Clock,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._idem = idempotency
-        self._quota = quota
-        self._accounts = accounts
-        self._parking = parking
-        self._dead_letters = dead_letters
-        self._tokens = journey_tokens
+        self._gate = gate
+        self._s = stores
         self._access = access_tokens
+        self._policy = policy
         self._client = client
         self._token_type = default_token_type
-        self._retry = retry
         self._clock = clock
+        self._sleep = sleep
 
     def process(self, job: Job, attempt: Attempt) -> Outcome:
-        """Claim the job, run it through the gates, record the outcome."""
-        claim = self._idem.claim(job.account, job.idempotency_key, owner=attempt.task_id)
-        if claim.state is ClaimState.SENT:
-            metrics.DUPLICATES.labels(job.account).inc()
-            return Duplicate({**(claim.result or {}), "status": "duplicate"})
-        if claim.state is ClaimState.DEAD:
-            return AlreadyDead({**(claim.result or {}), "status": "dead_lettered"})
-        if claim.state is ClaimState.BUSY:
-            return Retry(
-                delay_s=min(max(claim.retry_after_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S),
-                reason="another worker holds this job's claim",
-                error={"class": "busy", "code": None, "message": "claimed elsewhere"},
-            )
+        """Run one step: begin, send, record."""
+        ref = self._ref(job)
+        step = StepKeys(
+            job.account, job.idempotency_key, job.template_id, self._s.journey_tokens.key(ref)
+        )
         try:
-            outcome = self._through_gates(job, attempt)
-        except BaseException:
-            self._idem.release(job.account, job.idempotency_key, owner=attempt.task_id)
-            raise
+            started = self._begin(step, attempt)
+        except ZaloError as exc:  # the first quota probe failed; nothing was taken
+            outcome = self._policy.decide(job.account, job.template_id, attempt.retries, exc)
+        else:
+            outcome = self._after_begin(job, ref, step, attempt, started)
         self._record(job, attempt, outcome)
         _count(job.account, outcome)
         return outcome
-
-    def _record(self, job: Job, attempt: Attempt, outcome: Outcome) -> None:
-        """Persist the outcome, then finish the claim: a crash in between redoes, never loses."""
-        key, owner = job.idempotency_key, attempt.task_id
-        if isinstance(outcome, Sent):
-            self._idem.mark_sent(job.account, key, owner=owner, result=outcome.result)
-            if attempt.probe:
-                self._resume_after_probe(job.account)
-        elif isinstance(outcome, DeadLetter):
-            self._dead_letters.add(
-                reason=outcome.reason,
-                error_class=outcome.error_class,
-                code=outcome.code,
-                kwargs=job.kwargs(),
-                account=job.account,
-                idempotency_key=key,
-                history=[*attempt.history, *([outcome.error] if outcome.error else [])],
-                task_id=owner,
-            )
-            result = {"status": "dead_lettered", "reason": outcome.reason, "code": outcome.code}
-            self._idem.mark_dead(job.account, key, owner=owner, result=result)
-        elif isinstance(outcome, Park):
-            history = [*attempt.history, *([outcome.error] if outcome.error else [])]
-            self._parking.park(
-                job.account,
-                reason=outcome.reason,
-                due_at=outcome.due_at,
-                kwargs=job.kwargs(),
-                meta={"history": history},
-                detail=outcome.detail,
-            )
-            self._idem.release(job.account, key, owner=owner)
-        else:
-            self._idem.release(job.account, key, owner=owner)
-
-    def _through_gates(self, job: Job, attempt: Attempt) -> Outcome:
-        try:
-            gate = self._reserve(job, attempt)
-        except ZaloError as exc:  # the quota probe failed; nothing was reserved
-            return self._on_error(job, attempt, exc)
-        if gate is not Gate.OK:
-            return self._parked_by_gate(job, gate)
-        try:
-            return self._send_reserved(job)
-        except ZaloError as exc:
-            # Zalo surely did not send: give the unit back; outcome unknown: keep it spent.
-            self._quota.release(job.account, give_back=not exc.outcome_unknown)
-            return self._on_error(job, attempt, exc)
-
-    def _reserve(self, job: Job, attempt: Attempt) -> Gate:
-        gate = self._quota.reserve(job.account, job.template_id, probe=attempt.probe)
-        if gate is Gate.UNKNOWN:
-            self.probe_quota(job.account, first=True)
-            gate = self._quota.reserve(job.account, job.template_id, probe=attempt.probe)
-        return Gate.EXHAUSTED if gate is Gate.UNKNOWN else gate
 
     def probe_quota(self, account: str, *, first: bool = False) -> int | None:
         """Ask Zalo for the quota (free of charge) and fold it in; returns our counter.
 
         `first`: the counter is unknown; concurrent first probes keep the first figure."""
-        quota = self._with_access(account, lambda grant: self._client().quota(grant.token))
+        quota = self._access.call(account, lambda grant: self._client().quota(grant.token))
         if quota.remaining_quota is None:
             return None
-        fold = self._quota.init if first else self._quota.set
+        fold = self._s.quota.init if first else self._s.quota.set
         return fold(account, quota.remaining_quota, quota.daily_quota)
 
-    def _parked_by_gate(self, job: Job, gate: Gate) -> Outcome:
+    # -- begin -----------------------------------------------------------------------------------
+
+    def _begin(self, step: StepKeys, attempt: Attempt) -> Started:
+        started = self._gate.begin(step, owner=attempt.task_id, probe=attempt.probe)
+        if started.state is Begin.UNKNOWN:
+            self.probe_quota(step.account, first=True)
+            started = self._gate.begin(step, owner=attempt.task_id, probe=attempt.probe)
+        return started
+
+    def _after_begin(
+        self, job: Job, ref: TokenRef, step: StepKeys, attempt: Attempt, started: Started
+    ) -> Outcome:
+        state = started.state
+        if state is Begin.SENT:
+            metrics.DUPLICATES.labels(job.account).inc()
+            return Duplicate({**(started.result or {}), "status": "duplicate"})
+        if state is Begin.DEAD:
+            return AlreadyDead({**(started.result or {}), "status": "dead_lettered"})
+        if state is Begin.BUSY:
+            delay = min(max(started.delay_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S)
+            return _wait(delay, "busy", "another worker holds this job's claim")
+        if state is Begin.LIMITED:
+            metrics.RATE_LIMITED.labels(job.account).inc()
+            return _wait(started.delay_s, "throttled", "global rate limit reached")
+        if state is not Begin.OK:
+            return self._parked_by_gate(job, state)
+        try:
+            return self._send_started(job, ref, step, attempt, started)
+        except BaseException:
+            self._s.idempotency.release(job.account, job.idempotency_key, owner=attempt.task_id)
+            self._s.quota.release(job.account, give_back=True)
+            raise
+
+    def _parked_by_gate(self, job: Job, state: Begin) -> Outcome:
         now = self._clock()
-        if gate is Gate.PAUSED:
-            pause = self._accounts.status(job.account)
+        if state is Begin.PAUSED:
+            pause = self._s.accounts.status(job.account)
             detail = pause.reason if pause else "account paused"
             return Park(ParkReason.PAUSED, None, detail)
-        if gate is Gate.TEMPLATE_BLOCKED:
+        if state is Begin.TEMPLATE_BLOCKED:
             return Park(ParkReason.TEMPLATE_QUOTA, next_quota_reset(now), "template daily limit")
         return Park(ParkReason.QUOTA, next_quota_reset(now), "daily quota used up")
 
-    def _send_reserved(self, job: Job) -> Sent:
-        """Send with one access-token refresh and one journey-token renewal allowed inline."""
-        return self._with_access(job.account, lambda grant: self._send_renewing_token(job, grant))
+    # -- send ------------------------------------------------------------------------------------
 
-    def _with_access(self, account: str, call: Callable[[AccessGrant], T]) -> T:
-        """Run `call` with the access token; on rejection refresh (single-flight) and retry.
-
-        A fresh token may be rejected legitimately: it died again while this step waited. So a
-        step tries up to `ACCESS_ROUNDS` generations; if the last one rejected had worked for
-        someone, tokens are just churning (retry later); if it never worked anywhere, Zalo
-        rejects fresh tokens: an account problem (pause).
-        """
-        grant = self._access.current(account)
-        for round_ in range(ACCESS_ROUNDS):
-            try:
-                result = call(grant)
-            except AccessTokenError as exc:
-                if round_ == ACCESS_ROUNDS - 1:
-                    raise self._rejected_too_often(account, grant, exc) from exc
-                grant = self._access.refresh_after_rejection(account, grant)
-            else:
-                self._access.mark_working(account, grant.generation)
-                return result
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _rejected_too_often(
-        self, account: str, grant: AccessGrant, exc: AccessTokenError
-    ) -> ZaloError:
-        if self._access.has_worked(account, grant.generation):
-            return TransientApiError(
-                f"access tokens expiring faster than this step could use them ({exc})",
-                endpoint=exc.endpoint,
-                code=exc.code,
-            )
-        return AccountError(
-            f"access token rejected {ACCESS_ROUNDS} times, each time right after a refresh, "
-            f"and never accepted ({exc})",
-            endpoint=exc.endpoint,
-            code=exc.code,
-        )
-
-    def _send_renewing_token(self, job: Job, grant: AccessGrant) -> Sent:
-        ref = self._ref(job)
+    def _send_started(
+        self, job: Job, ref: TokenRef, step: StepKeys, attempt: Attempt, started: Started
+    ) -> Outcome:
+        if started.delay_s > 0:  # our rate-limit slot is a little ahead: wait for it here
+            metrics.LIMITER_WAIT_SECONDS.labels(job.account).observe(started.delay_s)
+            self._sleep(started.delay_s)
+        grant = self._access.from_stored(started.access_token, started.generation)
+        cached = self._s.journey_tokens.from_fields(started.journey)
         try:
-            return self._send_once(job, ref, grant)
+            result, token = self._access.call(
+                job.account, lambda g: self._send_renewing_token(job, ref, g, cached), first=grant
+            )
+        except ZaloError as exc:
+            # Zalo surely did not send: give the unit back; outcome unknown: keep it spent.
+            self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
+            return self._policy.decide(job.account, job.template_id, attempt.retries, exc)
+        sent = self._result(job, token, result)
+        self._gate.finish_sent(step, owner=attempt.task_id, result=sent, quota=result.quota)
+        return Sent(sent)
+
+    def _send_renewing_token(
+        self, job: Job, ref: TokenRef, grant: AccessGrant, cached: CachedToken | None
+    ) -> tuple[SendResult, CachedToken]:
+        """Send; a rejected journey token is dropped and replaced once, inline."""
+        try:
+            return self._send_once(job, ref, grant, cached)
         except ZaloError as exc:
             if exc.action is not Action.NEW_TOKEN_AND_RETRY_ONCE:
                 raise
             log.info("journey token rejected (%s); creating a new one", exc.code)
-        return self._send_once(job, ref, grant)
+        return self._send_once(job, ref, grant, None)
 
-    def _send_once(self, job: Job, ref: TokenRef, grant: AccessGrant) -> Sent:
+    def _send_once(
+        self, job: Job, ref: TokenRef, grant: AccessGrant, cached: CachedToken | None
+    ) -> tuple[SendResult, CachedToken]:
         client = self._client()
-        token = self._tokens.get_or_create(
+        token = cached or self._s.journey_tokens.get_or_create(
             ref,
             lambda: client.get_journey_token(
                 grant.token, phone=job.phone, token_type=ref.token_type
@@ -264,19 +217,15 @@ class JourneySender:
                 )
         except ZaloError as exc:
             if exc.action is Action.NEW_TOKEN_AND_RETRY_ONCE:
-                self._tokens.drop(ref, token.journey_id)
+                self._s.journey_tokens.drop(ref, token.journey_id)
             raise
-        if result.quota is not None and result.quota.remaining_quota is not None:
-            self._quota.observe(job.account, result.quota.remaining_quota, result.quota.daily_quota)
-        else:
-            self._quota.release(job.account, give_back=False)
-        return Sent(self._result(job, token, result.msg_id, result.sent_time_ms))
+        return result, token
 
-    def _result(self, job: Job, token: CachedToken, msg_id: str, sent_time: int) -> dict[str, Any]:
+    def _result(self, job: Job, token: CachedToken, result: SendResult) -> dict[str, Any]:
         return {
             "status": "sent",
-            "msg_id": msg_id,
-            "sent_time": sent_time,
+            "msg_id": result.msg_id,
+            "sent_time": result.sent_time_ms,
             "journey_id": token.journey_id,
             "tracking_id": job.tracking_id,
             "account": job.account,
@@ -287,47 +236,55 @@ class JourneySender:
         token_type = job.token_type or self._token_type(job.account)
         return TokenRef(job.account, job.phone, job.journey, token_type)
 
-    def _on_error(self, job: Job, attempt: Attempt, exc: ZaloError) -> Outcome:
-        info = error_info(exc)
-        metrics.FAILURES.labels(job.account, exc.error_class.value, str(exc.code)).inc()
-        now = self._clock()
-        action = exc.action
-        if action is Action.PAUSE_ACCOUNT:
-            self._accounts.pause(job.account, reason=str(exc), code=exc.code)
-            log.error("account %s paused: %s", job.account, exc)
-            return Park(ParkReason.PAUSED, None, str(exc), info)
-        if action is Action.PARK_UNTIL_RESET:
-            self._quota.exhaust(job.account)
-            return Park(ParkReason.QUOTA, next_quota_reset(now), str(exc), info)
-        if action is Action.PARK_TEMPLATE_UNTIL_RESET:
-            until = self._quota.block_template(job.account, job.template_id)
-            return Park(ParkReason.TEMPLATE_QUOTA, until, str(exc), info)
-        if action is Action.PARK_UNTIL_MORNING:
-            until = night_hours_resume_at(now, daytime_retry_s=NIGHT_DAYTIME_RETRY_S)
-            return Park(ParkReason.NIGHT, until, str(exc), info)
-        if action in RETRY_ACTIONS or action is Action.RETRY_THEN_DEAD_LETTER:
-            return self._retry_or_give_up(attempt, exc, info)
-        return DeadLetter(str(exc), exc.error_class.value, exc.code, info)
+    # -- record ----------------------------------------------------------------------------------
 
-    def _retry_or_give_up(self, attempt: Attempt, exc: ZaloError, info: dict[str, Any]) -> Outcome:
-        unknown = exc.action is Action.RETRY_THEN_DEAD_LETTER
-        cap = self._retry.max_unknown_retries if unknown else self._retry.max_transient_retries
-        if attempt.retries >= cap:
-            reason = f"gave up after {attempt.retries + 1} attempts: {exc}"
-            return DeadLetter(reason, exc.error_class.value, exc.code, info)
-        delay = compute_backoff(
-            attempt.retries, base_s=self._retry.base_delay_s, max_s=self._retry.max_delay_s
-        )
-        retry_after = getattr(exc, "retry_after_s", 0.0)
-        delay = min(max(delay, retry_after), self._retry.max_delay_s)
-        return Retry(delay, str(exc), info)
+    def _record(self, job: Job, attempt: Attempt, outcome: Outcome) -> None:
+        """Persist the outcome, then finish the claim: a crash in between redoes, never loses.
+        (A send is recorded by `finish_sent` itself; begin gives back claims it did not keep.)"""
+        key, owner = job.idempotency_key, attempt.task_id
+        error = outcome.error if isinstance(outcome, Retry | Park | DeadLetter) else None
+        history = [*attempt.history, *([error] if error else [])]
+        if isinstance(outcome, Sent) and attempt.probe:
+            self._resume_after_probe(job.account)
+        elif isinstance(outcome, DeadLetter):
+            self._s.dead_letters.add(
+                reason=outcome.reason,
+                error_class=outcome.error_class,
+                code=outcome.code,
+                kwargs=job.kwargs(),
+                account=job.account,
+                idempotency_key=key,
+                history=history,
+                task_id=owner,
+            )
+            result = {"status": "dead_lettered", "reason": outcome.reason, "code": outcome.code}
+            self._s.idempotency.mark_dead(job.account, key, owner=owner, result=result)
+        elif isinstance(outcome, Park):
+            self._s.parking.park(
+                job.account,
+                reason=outcome.reason,
+                due_at=outcome.due_at,
+                kwargs=job.kwargs(),
+                meta={"history": history},
+                detail=outcome.detail,
+            )
+            self._s.idempotency.release(job.account, key, owner=owner)
+        elif isinstance(outcome, Retry) and outcome.error.get("class") not in WAIT_CLASSES:
+            self._s.idempotency.release(job.account, key, owner=owner)
 
     def _resume_after_probe(self, account: str) -> None:
-        if self._accounts.resume(account):
-            woken = self._parking.wake(account, {ParkReason.PAUSED})
+        if self._s.accounts.resume(account):
+            woken = self._s.parking.wake(account, {ParkReason.PAUSED})
             log.warning(
                 "account %s resumed after a successful probe; %d jobs woken", account, woken
             )
+
+
+def _wait(delay_s: float, kind: str, reason: str) -> Retry:
+    """A retry that is a wait (claim held elsewhere, rate limit), not a failure."""
+    return Retry(
+        delay_s=delay_s, reason=reason, error={"class": kind, "code": None, "message": reason}
+    )
 
 
 def _count(account: str, outcome: Outcome) -> None:

@@ -76,6 +76,8 @@ class PipelineSettings(BaseModel):
     quota_probe_interval_s: float = Field(default=60.0, gt=0)  # GET /message/quota while exhausted
     pause_probe_interval_s: float = Field(default=900.0, gt=0)  # one canary send for a paused OA
     park_lease_s: float = Field(default=60.0, gt=0)
+    #: A step waits in its thread at most this long for a rate-limit slot, else is rescheduled.
+    rate_max_wait_s: float = Field(default=1.0, ge=0)
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
     release_batch: int = Field(default=500, ge=1)
@@ -89,6 +91,8 @@ class AccountSettings(BaseModel):
     access_token: SecretStr | None = None  # bootstrap value; Redis holds the live one
     refresh_token: SecretStr | None = None  # bootstrap value; single-use, rotates on refresh
     token_type: TokenType = DEFAULT_TOKEN_TYPE
+    rate_per_s: float | None = Field(default=None, gt=0)  # sends/s across every pod; None: no cap
+    rate_burst: int = Field(default=1, ge=1)  # sends allowed back to back above the rate
 
 
 class Settings(BaseSettings):
@@ -112,6 +116,8 @@ class Settings(BaseSettings):
     access_token: SecretStr | None = None  # bootstrap value; Redis holds the live one
     refresh_token: SecretStr | None = None  # bootstrap value; single-use, rotates on refresh
     token_type: TokenType = DEFAULT_TOKEN_TYPE
+    rate_per_s: float | None = Field(default=None, gt=0)  # the default account's global send rate
+    rate_burst: int = Field(default=1, ge=1)
     log_format: Literal["json", "text", "auto"] = "auto"  # auto: text on a terminal, else JSON
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
     #: Comma-separated Fernet keys (newest first); when set, tokens are encrypted in Redis.
@@ -173,6 +179,8 @@ class Settings(BaseSettings):
                 access_token=self.access_token,
                 refresh_token=self.refresh_token,
                 token_type=self.token_type,
+                rate_per_s=self.rate_per_s,
+                rate_burst=self.rate_burst,
             )
         return None
 

@@ -1,0 +1,49 @@
+-- observe(quota, reported, daily, mode, expire_at_ms, now_ms): fold a remainingQuota figure in.
+--   'sent' after our own send: settles its unit (inflight - 1), then lowers the counter to
+--          Zalo's figure if that is lower (never raises it). Not "figure - inflight": answers
+--          arrive out of order, and a send still in flight for us may already be counted by
+--          Zalo, so subtracting would drift the counter down by one per reorder. The counter
+--          drops only when someone else (another system on the same OA) used more quota than
+--          we have in flight;
+--   'init' a first probe: sets the counter only if none exists (concurrent first probes must
+--          not overwrite reservations already taken);
+--   'set'  a probe after exhaustion or a reset: Zalo's figure minus the sends in flight.
+-- Returns the counter after the update.
+local function observe(key, reported_text, daily, mode, expire_at_ms, now_ms)
+  local inflight = tonumber(redis.call('HGET', key, 'inflight') or '0')
+  if mode == 'sent' and inflight > 0 then
+    inflight = redis.call('HINCRBY', key, 'inflight', -1)
+  end
+  local current = redis.call('HGET', key, 'remaining')
+  local candidate = tonumber(reported_text)
+  if mode ~= 'sent' then
+    candidate = math.max(candidate - inflight, 0)
+  end
+  local take = (mode == 'set') or (current == false)
+    or (mode == 'sent' and candidate < tonumber(current))
+  if take then
+    redis.call('HSET', key, 'remaining', candidate)
+    current = candidate
+  end
+  if daily ~= '' then
+    redis.call('HSET', key, 'daily', daily)
+  end
+  redis.call('HSET', key, 'updated_at_ms', now_ms)
+  redis.call('PEXPIREAT', key, expire_at_ms)
+  return tonumber(current)
+end
+
+-- settle(quota, give_back): settle a reserved unit without a figure from Zalo: give it back
+-- ('1': Zalo surely did not send) or keep it spent ('0'). Returns the counter, or -1 if gone.
+local function settle(key, give_back)
+  if redis.call('HEXISTS', key, 'remaining') == 0 then
+    return -1
+  end
+  if tonumber(redis.call('HGET', key, 'inflight') or '0') > 0 then
+    redis.call('HINCRBY', key, 'inflight', -1)
+  end
+  if give_back == '1' then
+    return redis.call('HINCRBY', key, 'remaining', 1)
+  end
+  return tonumber(redis.call('HGET', key, 'remaining'))
+end

@@ -1,0 +1,151 @@
+"""The hot path's Redis side: two round trips per sent message in steady state.
+
+`begin` (one Lua call, `begin_step.lua`): claim the idempotency key, pass the pause / template /
+quota gates, take a global rate-limit slot, reserve a quota unit, and read the access token and
+the journey token. `finish_sent` (one Lua call, `finish_sent.lua`): settle the quota unit with
+the figure Zalo reported and mark the job sent. Each piece is the same Lua function the single
+stores use (`worker/lua/lib/`), so the guarantees are those of the stores, in fewer round trips.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from worker.clock import Clock, ms, next_quota_reset
+from worker.keys import Keys
+from worker.ratelimit import RateLimiter
+from worker.scripts import register
+from worker.zalo.models import Quota
+
+
+class Begin(StrEnum):
+    """What `begin` found."""
+
+    OK = "ok"  # claimed, slot and unit taken: send (after `delay_s`)
+    SENT = "sent"
+    DEAD = "dead"
+    BUSY = "busy"
+    PAUSED = "paused"
+    TEMPLATE_BLOCKED = "template_blocked"
+    UNKNOWN = "unknown"  # no quota counter yet: probe, then begin again
+    EXHAUSTED = "exhausted"
+    LIMITED = "limited"  # no rate slot within the allowed wait: reschedule after `delay_s`
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The answer of `begin`."""
+
+    state: Begin
+    delay_s: float = 0.0
+    result: dict[str, Any] | None = None
+    access_token: str | None = None  # as stored (maybe sealed); None: not in Redis yet
+    generation: int = 0
+    journey: dict[str, str] | None = None  # token, journey_id, created_at_ms, expires_at_ms
+
+
+@dataclass(frozen=True, slots=True)
+class StepKeys:
+    """Which job, which journey token."""
+
+    account: str
+    idempotency_key: str
+    template_id: str
+    journey_token_key: str
+
+
+class StepGate:
+    """`begin` and `finish_sent` for one step."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        limiter: RateLimiter,
+        clock: Clock,
+        claim_ttl_s: float,
+        retention_s: float,
+        quota_floor: int,
+    ) -> None:
+        self._keys = keys
+        self._limiter = limiter
+        self._clock = clock
+        self._claim_ttl_ms = ms(claim_ttl_s)
+        self._retention_ms = ms(retention_s)
+        self._floor = quota_floor
+        self._begin = register(client, "begin_step")
+        self._finish = register(client, "finish_sent")
+
+    def begin(self, step: StepKeys, *, owner: str, probe: bool) -> Started:
+        """Claim, gates, rate slot, quota unit and token reads, atomically."""
+        a = step.account
+        rate = self._limiter.params(a)
+        keys = [
+            self._keys.idempotency(a, step.idempotency_key),
+            self._keys.paused(a),
+            self._keys.quota(a),
+            self._keys.template_block(a, step.template_id),
+            self._keys.rate(a),
+            self._keys.cooloff(a),
+            self._keys.oauth(a),
+            step.journey_token_key,
+        ]
+        args = [
+            owner,
+            self._claim_ttl_ms,
+            self._floor,
+            "1" if probe else "0",
+            rate.emission_ms,
+            rate.tolerance_ms,
+            self._limiter.max_wait_ms,
+        ]
+        return _started([str(part) for part in self._begin(keys=keys, args=args)])
+
+    def finish_sent(
+        self, step: StepKeys, *, owner: str, result: dict[str, Any], quota: Quota | None
+    ) -> None:
+        """Settle the quota unit (with Zalo's figure) and mark the job sent."""
+        now = self._clock()
+        remaining = "" if quota is None or quota.remaining_quota is None else quota.remaining_quota
+        daily = "" if quota is None or quota.daily_quota is None else quota.daily_quota
+        keys = [
+            self._keys.idempotency(step.account, step.idempotency_key),
+            self._keys.quota(step.account),
+        ]
+        args = [
+            owner,
+            json.dumps(result, separators=(",", ":")),
+            self._retention_ms,
+            remaining,
+            daily,
+            ms(next_quota_reset(now)),
+            ms(now),
+        ]
+        self._finish(keys=keys, args=args)
+
+
+def _started(reply: list[str]) -> Started:
+    state = Begin(reply[0])
+    if state in (Begin.SENT, Begin.DEAD):
+        payload = reply[1] if len(reply) > 1 else ""
+        return Started(state, result=json.loads(payload) if payload else None)
+    if state in (Begin.BUSY, Begin.LIMITED):
+        return Started(state, delay_s=max(int(reply[1]), 0) / 1000)
+    if state is not Begin.OK:
+        return Started(state)
+    journey = dict(
+        zip(("token", "journey_id", "created_at_ms", "expires_at_ms"), reply[5:9], strict=True)
+    )
+    return Started(
+        state,
+        delay_s=int(reply[2]) / 1000,
+        access_token=reply[3] or None,
+        generation=int(reply[4] or 0),
+        journey=journey if journey["token"] else None,
+    )
