@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 from worker.errors import InvalidPhone
@@ -12,6 +14,7 @@ COUNTRY_CODE = 84
 MOBILE_TYPES = frozenset(
     {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
 )
+CACHE_SIZE = 100_000  # ~10 MB at most; a run's distinct customers
 _MASK_KEEP_HEAD = 4
 _MASK_KEEP_TAIL = 3
 
@@ -29,14 +32,22 @@ def normalize_phone(raw: object) -> str:
     """Return `84` + national digits for a valid Vietnamese mobile, else raise InvalidPhone."""
     if not isinstance(raw, str | int) or isinstance(raw, bool):
         raise InvalidPhone(f"phone must be a string, got {type(raw).__name__}")
-    text = str(raw).strip()
+    return _normalize(str(raw).strip())
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _normalize(text: str) -> str:
+    """Cached: a billing run sends several steps to each customer (errors are not cached)."""
     try:
         parsed = phonenumbers.parse(_with_plus_if_international(text), REGION)
     except phonenumbers.NumberParseException as exc:
         raise InvalidPhone(f"phone {mask_phone(text)!r} is not a phone number") from exc
-    if parsed.country_code != COUNTRY_CODE or not phonenumbers.is_valid_number(parsed):
+    if parsed.country_code != COUNTRY_CODE:
         raise InvalidPhone(f"phone {mask_phone(text)!r} is not a valid Vietnamese number")
-    if phonenumbers.number_type(parsed) not in MOBILE_TYPES:
+    kind = phonenumbers.number_type(parsed)  # UNKNOWN for an invalid number
+    if kind == phonenumbers.PhoneNumberType.UNKNOWN:
+        raise InvalidPhone(f"phone {mask_phone(text)!r} is not a valid Vietnamese number")
+    if kind not in MOBILE_TYPES:
         raise InvalidPhone(f"phone {mask_phone(text)!r} is not a Vietnamese mobile number")
     return f"{COUNTRY_CODE}{parsed.national_number}"
 

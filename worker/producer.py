@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 
+from worker.bulk import BulkPublisher
 from worker.celery_app import create_celery, publish_step
 from worker.errors import InvalidJob
 from worker.job import Job, parse_job
@@ -86,15 +87,20 @@ class Producer:
     def _publish(
         self, jobs: list[Job], *, on_progress: Callable[[int], None] | None = None
     ) -> list[str]:
-        ids: list[str] = []
-        with self._app.producer_or_acquire() as producer:
-            for job in jobs:
-                task_id = job.idempotency_key if _is_uuid(job.idempotency_key) else uuid.uuid4().hex
-                publish_step(self._app, job.kwargs(), task_id=task_id, producer=producer)
-                ids.append(task_id)
-                if on_progress is not None:
-                    on_progress(1)
-        return ids
+        items = [(_task_id(job), job.kwargs()) for job in jobs]
+        if len(items) == 1:
+            task_id, kwargs = items[0]
+            publish_step(self._app, kwargs, task_id=task_id)
+            if on_progress is not None:
+                on_progress(1)
+        else:
+            BulkPublisher(self._app).publish(items, on_progress=on_progress)
+        return [task_id for task_id, _ in items]
+
+
+def _task_id(job: Job) -> str:
+    """The producer's key doubles as the task id when it is a UUID (Flower and results line up)."""
+    return job.idempotency_key if _is_uuid(job.idempotency_key) else uuid.uuid4().hex
 
 
 def _is_uuid(value: str) -> bool:
