@@ -9,10 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -25,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worker.localrun import RedisServer, WorkerProcess
 from worker.producer import Producer
 from worker.runtime import build_runtime
 from worker.sandbox.config import SandboxConfig
@@ -195,48 +192,26 @@ def _settings(redis_url: str, sandbox_url: str) -> Settings:
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZNS_")}
-    env.update(
-        {
-            "ZNS_REDIS_URL": settings.redis_url,
-            "ZNS_KEY_PREFIX": DEMO_PREFIX,
-            "ZNS_API_BASE_URL": settings.api_base_url,
-            "ZNS_OAUTH_BASE_URL": settings.oauth_base_url,
-            **{f"ZNS_{k.upper()}": v for k, v in CREDENTIALS.items()},
-            "ZNS_CELERY__CONCURRENCY": "32",
-        }
-    )
-    return env
+    return {
+        "ZNS_REDIS_URL": settings.redis_url,
+        "ZNS_KEY_PREFIX": DEMO_PREFIX,
+        "ZNS_API_BASE_URL": settings.api_base_url,
+        "ZNS_OAUTH_BASE_URL": settings.oauth_base_url,
+        **{f"ZNS_{k.upper()}": v for k, v in CREDENTIALS.items()},
+        "ZNS_CELERY__CONCURRENCY": "32",
+    }
 
 
 @contextlib.contextmanager
 def _worker(settings: Settings, console: Console) -> Iterator[None]:
     log = Path(tempfile.mkstemp(prefix="zns-demo-worker-", suffix=".log")[1])
-    args = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", "zns"]
-    args += ["-P", "threads", "-c", "32", "-l", "INFO", "--without-mingle", "--without-gossip"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, env=_worker_env(settings), stdout=out, stderr=out)
-        try:
-            _await_worker(process, log)
-            console.print(f"[bold]Worker[/bold] pid {process.pid} (log {log})")
-            yield
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _await_worker(process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the worker exited: see {log}")
-        if " ready." in log.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"the worker did not start within {WORKER_READY_TIMEOUT_S}s: see {log}")
+    worker = WorkerProcess(_worker_env(settings), log, concurrency=32, name="demo")
+    try:
+        worker.start(ready_timeout_s=WORKER_READY_TIMEOUT_S)
+        console.print(f"[bold]Worker[/bold] pid {worker.pid} (log {log})")
+        yield
+    finally:
+        worker.stop()
 
 
 def _demo_redis(stack: contextlib.ExitStack, console: Console) -> str | None:
@@ -244,28 +219,17 @@ def _demo_redis(stack: contextlib.ExitStack, console: Console) -> str | None:
     url = _with_db(base, DEMO_DB)
     if _answers(url):
         return url
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         console.print(
             f"[red]No Redis answers at {base} and redis-server is not installed.[/red]\n"
             "Install one (Debian/Ubuntu: apt-get install redis-server; macOS: brew install "
             "redis) or point ZNS_REDIS_URL at a running Redis, then run the demo again."
         )
         return None
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    stack.callback(_stop_process, process)
-    url = f"redis://127.0.0.1:{port}/{DEMO_DB}"
-    for _ in range(100):
-        if _answers(url):
-            console.print(f"(no Redis at {base}: started a private redis-server)")
-            return url
-        time.sleep(0.05)
-    console.print("[red]the private redis-server did not start[/red]")
-    return None
+    server = RedisServer().start()
+    stack.callback(server.stop)
+    console.print(f"(no Redis at {base}: started a private redis-server)")
+    return _with_db(server.url, DEMO_DB)
 
 
 def _with_db(url: str, db: int) -> str:
@@ -297,17 +261,3 @@ def _clean_redis(url: str) -> None:
         pass
     finally:
         client.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
