@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo sandbox clean
+.PHONY: test lint typecheck unit demo sandbox bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required: install python3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -31,6 +31,10 @@ test: lint typecheck
 ## make demo: sandbox Zalo + worker + a sample logistics journey set, with progress and a summary
 demo: $(STAMP)
 	$(BIN)/zns demo
+
+## make bench: raw vs naive vs ours at 0/100 ms, 1 and 2 processes; enqueue and rate limit
+bench: $(STAMP)
+	$(BIN)/zns bench
 
 sandbox: $(STAMP)
 	$(BIN)/zns sandbox

@@ -43,7 +43,7 @@ app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
 app.command("sandbox")(sandbox_command)
 
-out = Console()
+out = out_console = Console()
 err = Console(stderr=True)
 
 AccountOpt = Annotated[str, typer.Option("--account", "-a", help="Which OA.")]
@@ -585,6 +585,22 @@ def quota(
     remaining = "unknown" if view.remaining is None else view.remaining
     daily = "unknown" if view.daily is None else view.daily
     out.print(f"{account}: remaining {remaining} of {daily}")
+
+
+# -- bench -------------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    smoke: Annotated[bool, typer.Option("--smoke", help="A small, quick run (CI).")] = False,
+    out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path(
+        "bench-results/bench.json"
+    ),
+) -> None:
+    """Benchmark raw vs naive vs ours against the sandbox; prints a table, writes JSON."""
+    from worker.bench import run_bench  # noqa: PLC0415
+
+    run_bench(smoke=smoke, out=out, console=out_console)
 
 
 # -- demo --------------------------------------------------------------------------------------

@@ -51,6 +51,10 @@ LIMITER_WAIT_SECONDS = Histogram(
     ["account"],
     buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
 )
+REDIS_ROUND_TRIPS = Counter(
+    "zns_redis_round_trips_total",
+    "Round trips to the state Redis (a pipeline or a Lua call is one), from this process.",
+)
 RATE_LIMITED = Counter(
     "zns_rate_limited_total",
     "Steps rescheduled because the global rate limit was reached.",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from pydantic import SecretStr
 
+from worker import metrics
 from worker.access_tokens import AccessTokenManager
 from worker.accounts import AccountState
 from worker.clock import Clock, system_clock
@@ -38,6 +41,8 @@ class ThreadLocalClients:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # One TLS context for every client: building one per thread costs ~10 ms each.
+        self._tls = ssl.create_default_context()
         self._local = threading.local()
         self._all: list[ZaloClient] = []
         self._lock = threading.Lock()
@@ -50,6 +55,7 @@ class ThreadLocalClients:
                 oauth_base_url=self._settings.oauth_base_url,
                 http_settings=self._settings.http,
                 max_connections=CONNECTIONS_PER_THREAD,
+                verify=self._tls,
             )
             self._local.client = client
             with self._lock:
@@ -64,6 +70,34 @@ class ThreadLocalClients:
             self._all.clear()
 
 
+class _Counting:
+    """Counts round trips: redis-py writes each command, pipeline or script call as one packet."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        metrics.REDIS_ROUND_TRIPS.inc()
+        super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+
+class CountingConnection(_Counting, redis.Connection):
+    """TCP connection that counts round trips."""
+
+
+class CountingSSLConnection(_Counting, redis.SSLConnection):
+    """TLS connection that counts round trips."""
+
+
+class CountingUnixConnection(_Counting, redis.UnixDomainSocketConnection):
+    """Unix-socket connection that counts round trips."""
+
+
+def _connection_class(url: str) -> type[redis.Connection] | type[redis.UnixDomainSocketConnection]:
+    if url.startswith("rediss://"):
+        return CountingSSLConnection
+    if url.startswith("unix://"):
+        return CountingUnixConnection
+    return CountingConnection
+
+
 def redis_client(url: str, *, max_connections: int = 256) -> redis.Redis:
     """A thread-safe Redis client returning str, with a bounded, blocking pool."""
     pool = redis.BlockingConnectionPool.from_url(
@@ -75,6 +109,7 @@ def redis_client(url: str, *, max_connections: int = 256) -> redis.Redis:
         socket_connect_timeout=5,
         health_check_interval=30,
         retry_on_timeout=True,
+        connection_class=_connection_class(url),
     )
     return redis.Redis(connection_pool=pool)
 

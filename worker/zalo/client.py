@@ -7,6 +7,7 @@ never appear in an exception message or repr.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -73,6 +74,7 @@ class ZaloClient:
         http_settings: HttpSettings | None = None,
         transport: httpx.BaseTransport | None = None,
         max_connections: int = 100,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._api_base_url = api_base_url.rstrip("/")
         self._oauth_base_url = oauth_base_url.rstrip("/")
@@ -84,6 +86,7 @@ class ZaloClient:
             transport=transport,
             limits=limits,
             follow_redirects=False,
+            verify=verify,
         )
 
     def __repr__(self) -> str:
