@@ -1,18 +1,42 @@
 # syntax=docker/dockerfile:1
-# Minimal image for the worker; issue #5 hardens it (healthcheck, compose, k8s manifests).
-FROM python:3.11-slim AS build
+# zns-journey-worker image: `zns worker` by default; also `zns flower`, `zns sandbox`, `zns check`.
+#
+# Stage 1 builds every wheel (ours and our dependencies'); stage 2 installs them from a bind
+# mount with --no-index, so the final image holds no wheel files, no build tools, no pip cache,
+# no source tree and no secrets: configuration and credentials arrive as ZNS_* variables at run
+# time (see deploy/). Pin the base by digest in your registry mirror for reproducible builds.
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY tasks ./tasks
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN python -m pip wheel --wheel-dir /wheels .
 
-FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 zns
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER 10001
-WORKDIR /home/zns
-# exec form: SIGTERM reaches Celery (warm shutdown), not a shell
+FROM python:3.11-slim-bookworm
+LABEL org.opencontainers.image.title="zns-journey-worker" \
+      org.opencontainers.image.description="Celery workers sending Zalo ZNS Journey messages"
+# Bytecode is compiled at install time; at run time the root filesystem is read-only anyway.
+# Unbuffered: every log line reaches the container runtime before a crash or SIGKILL.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ZNS_CELERY__HEALTH_FILE=/tmp/zns-worker-health.json
+RUN groupadd --system --gid 10001 zns \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin zns
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m pip install --no-index --find-links=/wheels /wheels/zns_journey_worker-*.whl
+# An empty, root-owned working directory: no stray .env is read from it.
+WORKDIR /srv/zns
+USER 10001:10001
+# Prometheus metrics of the worker (ZNS_CELERY__METRICS_PORT); Flower listens on 5555.
+EXPOSE 9808 5555
+# Liveness: the worker's heartbeat file (no broker round trip). Flower and the sandbox override it.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["zns", "check"]
+# Exec form: SIGTERM reaches Celery itself (warm shutdown: tasks in hand finish), not a shell.
 ENTRYPOINT ["zns"]
 CMD ["worker"]

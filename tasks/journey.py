@@ -19,7 +19,14 @@ from worker.sender import WAIT_CLASSES, Attempt
 log = logging.getLogger(__name__)
 
 
-@app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None, queue=QUEUE)
+@app.task(
+    name=TASK_NAME,
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    queue=QUEUE,
+    Request="tasks.request:MaskedRequest",
+)
 def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[type-arg]
     """Send one journey step (kwargs only; see DESIGN §3)."""
     task_id = str(self.request.id)

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from worker.celery_app import QUEUE
 from worker.errors import ConfigError, InvalidJob, ZnsError
+from worker.flower import flower_command
 from worker.health import HealthFile, Verdict
 from worker.parking import ParkReason
 from worker.runtime import Runtime, build_runtime
@@ -42,6 +43,7 @@ app.add_typer(parked_app, name="parked")
 app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
 app.command("sandbox")(sandbox_command)
+app.command("flower")(flower_command)
 
 out = out_console = Console()
 err = Console(stderr=True)

@@ -98,9 +98,13 @@ class Job(BaseModel):
 
 
 def masked_kwargs_repr(kwargs: dict[str, Any]) -> str:
-    """repr of task kwargs with the phone (and a journey equal to it) masked, `_meta` left out."""
+    """repr of task kwargs for logs, events and Flower: the phone (and a journey equal to it)
+    masked, template values (names, amounts, addresses) hidden behind their keys, `_meta` out."""
     phone = kwargs.get("phone")
     shown = {k: v for k, v in kwargs.items() if k != "_meta"}
+    data = shown.get("template_data")
+    if isinstance(data, dict):
+        shown["template_data"] = dict.fromkeys(data, "…")
     if isinstance(phone, str):
         shown["phone"] = mask_phone(phone)
         if shown.get("journey") == phone:
