@@ -22,7 +22,13 @@ app.conf.update(
     task_default_queue=NAIVE_QUEUE,
     worker_hijack_root_logger=False,
 )
-CLIENT = httpx.Client(timeout=10.0)  # one client for every thread: the afternoon design
+#: One client for every thread, its pool sized to the threads (what one does after the first
+#: "pool timeout" errors): the design DESIGN.md measured collapsing under contention.
+_threads = settings.celery.concurrency
+CLIENT = httpx.Client(
+    timeout=10.0,
+    limits=httpx.Limits(max_connections=_threads, max_keepalive_connections=_threads),
+)
 
 
 @app.task(name=NAIVE_TASK)

@@ -38,7 +38,7 @@ from worker.sandbox.control import SandboxControl
 from worker.sandbox.server import running_sandbox
 from worker.settings import Settings
 
-THREADS_PER_PROCESS = 100
+THREADS_PER_PROCESS = 200
 RATE_PER_S = 50
 ACCESS = SANDBOX_CREDENTIALS["ZNS_ACCESS_TOKEN"]
 NAIVE_APP, NAIVE_Q, NAIVE_TASK = "tasks.naive", "zns-naive", "bench.naive_send"
