@@ -147,6 +147,9 @@ def _workers(
     try:
         for worker in workers:
             worker.start()
+            port = worker.env["ZNS_CELERY__METRICS_PORT"]
+            if app == "tasks.app":  # /metrics starts right after Celery's "ready"
+                wait_until(lambda: _answers(port), timeout_s=30, what="worker /metrics")  # noqa: B023
         yield workers
     finally:
         for worker in workers:
@@ -325,6 +328,13 @@ def bench_ours(sc: Scenario, *, extra_env: dict[str, str] | None = None) -> Row:
 
 def _tracking_id(step: dict[str, Any]) -> str:
     return derive_tracking_id(step["idempotency_key"])
+
+
+def _answers(port: str) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200  # noqa: PLR2004
+    except httpx.TransportError:
+        return False
 
 
 def _round_trips(workers: list[WorkerProcess]) -> float:
