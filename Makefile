@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo sandbox bench clean
+.PHONY: test lint typecheck unit demo sandbox bench clean chaos
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required: install python3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -24,9 +24,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## make test: lint, type-check, then the whole test suite (needs Redis on ZNS_TEST_REDIS_URL, default 127.0.0.1:6379)
+## make test: lint, type-check, the test suite (private redis-server, sandbox, real workers) and
+## the chaos fuzz tests; the chaos scenarios themselves run with `make chaos`
 test: lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/chaos
+	$(BIN)/python -m pytest tests/chaos/test_fuzz.py
+
+## make chaos: kill -9, SIGTERM, Redis restarts, Zalo faults, quota/night/pause, RabbitMQ, fuzz;
+## every scenario at full size (~20 min), a results table at the end and in bench-results/chaos.json
+chaos: $(STAMP)
+	$(BIN)/python -m pytest tests/chaos --chaos-full
 
 ## make demo: sandbox Zalo + worker + a sample logistics journey set, with progress and a summary
 demo: $(STAMP)

@@ -47,7 +47,8 @@ PUBLIC_FIELDS = frozenset(
     }
 )
 
-ParamValue = StrictStr | StrictInt | StrictFloat
+FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # JSON has no inf/nan
+ParamValue = StrictStr | StrictInt | FiniteFloat
 
 
 class Job(BaseModel):
@@ -121,9 +122,11 @@ def parse_job(raw: object, *, default_key: str) -> Job:
     """Validate raw task kwargs into a Job, or raise InvalidJob with every reason (phone masked)."""
     if not isinstance(raw, dict):
         raise InvalidJob(f"job kwargs must be an object, got {type(raw).__name__}")
-    unknown = sorted(str(k)[:40] for k in raw if k not in PUBLIC_FIELDS)
+    unknown = sorted(repr(k)[:40] for k in raw if k not in PUBLIC_FIELDS)
     if unknown:
         raise InvalidJob(f"unknown job fields: {', '.join(unknown)}")
+    if not _utf8(raw):
+        raise InvalidJob("job holds text that is not valid UTF-8 (lone surrogates)")
     phone = normalize_phone(raw.get("phone"))
     fields = dict(raw)
     fields["phone"] = phone
@@ -139,6 +142,21 @@ def parse_job(raw: object, *, default_key: str) -> Job:
         return Job.model_validate(fields)
     except ValidationError as exc:
         raise InvalidJob(f"invalid job: {_reasons(exc)}") from None
+
+
+def _utf8(value: object) -> bool:
+    """Whether every string inside `value` can be sent as UTF-8 JSON."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_utf8(k) and _utf8(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_utf8(item) for item in value)
+    return True
 
 
 def _template_id(value: object) -> str:

@@ -394,3 +394,11 @@ def test_oauth_5xx_and_timeouts_are_transient() -> None:
 def test_client_repr_holds_no_secret() -> None:
     client = client_with(answer({}))
     assert "api.test" in repr(client)
+
+
+def test_error_code_too_large_for_an_integer_is_a_bad_response() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b'{"error":1e400}')
+
+    with pytest.raises(ZaloBadResponse):
+        send(client_with(handler))

@@ -300,7 +300,7 @@ def _error_code(body: Json, endpoint: str) -> int:
         raise ZaloBadResponse(f"JSON without `error` on {endpoint}", endpoint=endpoint)
     try:
         return int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ZaloBadResponse(
             f"`error` on {endpoint} is not a number: {str(raw)[:20]!r}", endpoint=endpoint
         ) from None
@@ -338,7 +338,7 @@ def _oauth_message(body: Json, status: int) -> str:
 def _optional_int(value: object) -> int | None:
     try:
         return int(value)  # type: ignore[call-overload, no-any-return]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
