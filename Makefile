@@ -25,10 +25,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## make test: lint, type-check, the test suite (private redis-server, sandbox, real workers) and
-## the chaos fuzz tests; the chaos scenarios themselves run with `make chaos`
+## the chaos fuzz and SIGTERM tests; the other chaos scenarios run with `make chaos`
 test: lint typecheck
 	$(BIN)/python -m pytest --ignore=tests/chaos
-	$(BIN)/python -m pytest tests/chaos/test_fuzz.py
+	$(BIN)/python -m pytest tests/chaos/test_fuzz.py tests/chaos/test_graceful_stop.py
 
 ## make chaos: kill -9, SIGTERM, Redis restarts, Zalo faults, quota/night/pause, RabbitMQ, fuzz;
 ## every scenario at full size (~20 min), a results table at the end and in bench-results/chaos.json
