@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import Task
 
 from tasks.app import app, runtime
@@ -17,6 +18,7 @@ from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, R
 from worker.sender import WAIT_CLASSES, Attempt
 
 log = logging.getLogger(__name__)
+INFRA_RETRY_S = 5.0  # Redis restarts (failover, AOF reload) take seconds
 
 
 @app.task(
@@ -54,7 +56,18 @@ def _run(task: Task, job: Job, meta: dict[str, Any], task_id: str) -> dict[str, 
         probe=bool(meta.get("probe")),
         history=history,
     )
-    outcome = runtime().sender.process(job, attempt)
+    try:
+        outcome = runtime().sender.process(job, attempt)
+    except (redis.RedisError, OSError) as exc:
+        # The state store is unreachable: nothing was decided, try again soon (not counted as a
+        # failure of the job). If the broker is down too, the retry itself fails and the message,
+        # never acked (`task_acks_on_failure_or_timeout` is off), is delivered again later.
+        log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
+        raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
+            countdown=INFRA_RETRY_S,
+            kwargs={**job.kwargs(), "_meta": {"history": list(history)}},
+            kwargsrepr=job.kwargs_repr(),
+        ) from exc
     return _to_celery(task, job, history, outcome)
 
 

@@ -34,6 +34,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # send is idempotent (claim before send, `sent` recorded after).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # An unexpected exception must not ack (and so drop) a job: it is delivered again.
+        "task_acks_on_failure_or_timeout": False,
         # One message per thread at a time: a dying worker strands as few jobs as possible.
         "worker_prefetch_multiplier": 1,
         # JSON only: producers in other codebases and languages, and no pickle from the network.
