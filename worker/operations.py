@@ -19,9 +19,11 @@ def _publisher(rt: Runtime) -> Maintenance:
 
 
 def release_parked(rt: Runtime, account: str, reasons: set[ParkReason] | None) -> int:
-    """Make parked jobs due now and re-enqueue them; returns how many went."""
-    rt.parking.wake(account, reasons)
-    return _publisher(rt).release_due(account)
+    """Make parked jobs due now and re-enqueue them; returns how many were woken (the workers'
+    maintenance passes may publish some of them before this process does)."""
+    woken = rt.parking.wake(account, reasons)
+    published = _publisher(rt).release_due(account)
+    return max(woken, published)
 
 
 def resume_account(rt: Runtime, account: str) -> tuple[bool, int]:
