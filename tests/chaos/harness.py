@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -400,12 +400,6 @@ class Chaos:
             "tokens_billed": stats.journey_tokens_used,
         }
 
-    def first_send_after(self, epoch_s: float) -> float | None:
-        """The sandbox time (s) of the first message accepted at or after `epoch_s`."""
-        times = [m.sent_time_ms / 1000 for m in self.control.messages()]
-        later = [t for t in times if t >= epoch_s]
-        return min(later) if later else None
-
 
 def _job_key(message: dict[str, Any]) -> str | None:
     """The idempotency key inside a raw kombu message (base64 body, Celery protocol 2)."""
@@ -417,13 +411,6 @@ def _job_key(message: dict[str, Any]) -> str | None:
         key = kwargs.get("idempotency_key")
         return key if isinstance(key, str) else None
     return None
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[Callable[[], float]]:
-    """`with timed() as elapsed:` seconds since the block began."""
-    start = time.monotonic()
-    yield lambda: time.monotonic() - start
 
 
 def rabbitmq_idle(vhost: str, url: str) -> Callable[[], bool]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, reject, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Exchange, Queue
 from kombu import Producer as KombuProducer
@@ -124,25 +124,12 @@ def job_fields(draw: st.DrawFn, base: dict[str, Any] | None = None) -> dict[str,
     return job
 
 
-def _has_non_finite(value: object) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(v) for v in value)
-    return False
-
-
 # -- producer API -------------------------------------------------------------------------------
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(job=job_fields())
 def test_producer_accepts_a_sendable_job_or_raises_invalid_job(job: dict[str, Any]) -> None:
-    # NaN and infinities are accepted today: test_regressions.py covers them; left out here so
-    # that the fuzz keeps looking for other failures.
-    assume(not _has_non_finite(job))
     try:
         valid = Producer.validate(job)
     except InvalidJob as exc:
@@ -280,10 +267,6 @@ def test_client_turns_any_answer_into_a_result_or_a_zalo_error(
             CALLS[call](client)
         except ZaloError as exc:
             assert "NEVER-LEAK" not in f"{exc} {exc!r}"
-        except OverflowError:
-            # An error code out of range (1e400) escapes today: test_regressions.py covers it;
-            # skipped here so that the fuzz keeps looking for other failures.
-            reject()
 
 
 # -- raw task messages to a real worker -----------------------------------------------------------

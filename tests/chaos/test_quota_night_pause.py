@@ -32,13 +32,19 @@ def start(new_chaos: Callable[..., Chaos], workers: int = 2) -> Chaos:
     return chaos
 
 
-def wait_settled(chaos: Chaos, steps: list[Step], parked: int, *, timeout_s: float) -> None:
-    """Until the broker is idle and `parked` jobs wait (the rest were sent)."""
+def wait_settled(chaos: Chaos, steps: list[Step], *, timeout_s: float) -> int:
+    """Until the broker is idle, no claim is held and every step is either sent or parked
+    (steps already past the gate when the wait began still go out); returns how many parked."""
 
     def settled() -> bool:
-        return chaos.broker_idle() and chaos.claimed_keys() == 0 and chaos.parked() == parked
+        return (
+            chaos.broker_idle()
+            and chaos.claimed_keys() == 0
+            and chaos.parked() + chaos.sends() == len(steps)
+        )
 
-    wait_until(settled, timeout_s=timeout_s, interval_s=0.5, what=f"{parked} parked, rest sent")
+    wait_until(settled, timeout_s=timeout_s, interval_s=0.5, what="every step sent or parked")
+    return chaos.parked()
 
 
 def seconds_until_vietnam_night(epoch_s: float) -> float:
@@ -102,8 +108,9 @@ def test_quota_exhausted_mid_run_then_reset(
     started = time.monotonic()
     task_ids = chaos.enqueue(steps)
     # Then exactly the quota is sent and the rest parks, without Zalo refusing a single send
-    wait_settled(chaos, steps, len(steps) - quota, timeout_s=180)
+    parked = wait_settled(chaos, steps, timeout_s=180)
     assert chaos.sends() == quota
+    assert parked == len(steps) - quota
     reasons = {job.reason for job in chaos.runtime.parking.entries(ACCOUNT)}
     assert reasons == {ParkReason.QUOTA}
     # When the quota comes back (midnight, or Zalo raised it): the probe notices, jobs go out
@@ -137,8 +144,7 @@ def test_night_hours_begin_mid_run_and_end(
     chaos.control.advance_clock(seconds_until_vietnam_night(now_ms / 1000))
     chaos.control.set_faults(night_hours=True)
     # Then the rest parks for the morning, none dead-lettered
-    wait_settled(chaos, steps, len(steps) - chaos.sends(), timeout_s=180)
-    night_parked = chaos.parked()
+    night_parked = wait_settled(chaos, steps, timeout_s=180)
     reasons = {job.reason for job in chaos.runtime.parking.entries(ACCOUNT)}
     assert reasons == {ParkReason.NIGHT}
     # When morning comes (Zalo sends again; the parked jobs come due: released here, as the
@@ -174,12 +180,12 @@ def test_account_paused_mid_run_then_resumed(
     wait_until(
         lambda: chaos.runtime.accounts.status(ACCOUNT) is not None, timeout_s=60, what="pause"
     )
-    wait_settled(chaos, steps, len(steps) - chaos.sends(), timeout_s=180)
-    paused_parked = chaos.parked()
+    paused_parked = wait_settled(chaos, steps, timeout_s=180)
     assert {job.reason for job in chaos.runtime.parking.entries(ACCOUNT)} == {ParkReason.PAUSED}
     # When an operator resumes the account
     was_paused, released = resume_account(chaos.runtime, ACCOUNT)
-    assert was_paused and released == paused_parked
+    # (the workers' maintenance passes release due jobs too: `released` is the operator's share)
+    assert was_paused and 0 < released <= paused_parked
     row = finish(
         chaos,
         steps,

@@ -21,6 +21,7 @@ test_regressions.py.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import threading
@@ -36,6 +37,15 @@ from worker.producer import Producer
 from worker.sandbox.config import SandboxConfig
 
 RESUME_BOUND_S = 10.0
+#: Bug 5 (docs/reliability.md): a step in flight when Redis goes away fails with a redis
+#: ConnectionError and Celery acks it; it is lost whenever the consumer did not put the message
+#: back first. Timing-dependent, hence not strict here; the strict regression test is in
+#: test_regressions.py.
+IN_FLIGHT_LOSS = pytest.mark.xfail(
+    strict=False,
+    reason="BUG: a redis ConnectionError in the task fails it and Celery acks it (lost); "
+    "see test_regressions.py::test_state_redis_restart_with_a_rabbitmq_broker_loses_nothing",
+)
 RESUMED_AFTER_SENDS = 50  # "resumed": this many sends after Redis is back
 EVERYSEC_WINDOW_S = 1.0
 BATCH = 40
@@ -100,6 +110,15 @@ def restart_gracefully(chaos: Chaos) -> float:
     return down_at
 
 
+def down_for_two_seconds(chaos: Chaos) -> float:
+    """SIGTERM, two seconds without Redis (a failover, a slow restart), start again."""
+    down_at = time.time()
+    chaos.redis_server.stop()
+    time.sleep(2.0)
+    chaos.redis_server.start()
+    return down_at
+
+
 def kill_and_restart(chaos: Chaos) -> float:
     """SIGKILL redis-server, start again from its AOF."""
     process = chaos.redis_server.process
@@ -145,13 +164,13 @@ def run_restart(
     chaos.wait_sends(int(len(steps) * at_fraction), timeout_s=180)
     cut_off = outage(chaos)
     back_at = time.time()
-    at_restart = chaos.sends()
-    chaos.wait_sends(at_restart + RESUMED_AFTER_SENDS, timeout_s=120)
-    resumed = chaos.first_send_after(back_at)
-    nth = sorted(m.sent_time_ms / 1000 for m in chaos.control.messages())
-    later = [t for t in nth if t >= back_at]
-    resume_s = later[RESUMED_AFTER_SENDS - 1] - back_at if len(later) >= RESUMED_AFTER_SENDS else -1
-    assert resumed is not None
+    # Resumed: the RESUMED_AFTER_SENDS-th send after Redis is back (inf: never, within 120 s)
+    with contextlib.suppress(AssertionError):
+        chaos.wait_sends(chaos.sends() + RESUMED_AFTER_SENDS, timeout_s=120)
+    later = sorted(t for m in chaos.control.messages() if (t := m.sent_time_ms / 1000) >= back_at)
+    resume_s = (
+        later[RESUMED_AFTER_SENDS - 1] - back_at if len(later) >= RESUMED_AFTER_SENDS else math.inf
+    )
     feeder.join()
     return feeder, cut_off, back_at, resume_s
 
@@ -164,13 +183,14 @@ def scenario(
     *,
     at_fraction: float = 0.4,
     feed_pause_s: float = FEED_PAUSE_S,
-    may_lose: bool = False,
+    may_lose: bool = True,
     broker_url: str | None = None,
     broker_idle: Callable[[], bool] | None = None,
+    latency_ms: int = 20,
 ) -> tuple[Row, Feeder, float]:
     """One restart scenario; returns the row, the feeder and the cut-off time."""
     chaos = new_chaos(
-        sandbox=SandboxConfig(port=0, latency_ms=20),
+        sandbox=SandboxConfig(port=0, latency_ms=latency_ms),
         appendonly=True,
         broker_url=broker_url,
         env=SHORT_TIMEOUTS,
@@ -198,7 +218,7 @@ def scenario(
         f"{len(set(counts.lost_keys) & accepted_before)} accepted before the cut-off, "
         f"{len(set(counts.lost_keys) - accepted_before)} after",
         details={
-            "resume_s": round(resume_s, 2),
+            "resume_s": round(resume_s, 2) if math.isfinite(resume_s) else None,
             "down_for_s": round(back_at - cut_off, 2),
             "accepted_before_cutoff": len(accepted_before),
             "lost_accepted_before_cutoff": sorted(set(counts.lost_keys) & accepted_before),
@@ -211,6 +231,7 @@ def scenario(
     return row, feeder, cut_off
 
 
+@IN_FLIGHT_LOSS
 @pytest.mark.chaos_full
 def test_redis_restart_mid_run(
     new_chaos: Callable[..., Chaos], record: Callable[[Row], None]
@@ -220,12 +241,13 @@ def test_redis_restart_mid_run(
     record(row)
     # Then the workers resume by themselves within 10 s and nothing is lost or sent twice
     assert math.isfinite(row.drain_s), row.details["undrained"]
-    assert row.details["resume_s"] <= RESUME_BOUND_S
+    assert (row.details["resume_s"] or math.inf) <= RESUME_BOUND_S
     assert row.lost == 0, row.details["lost_keys"][:10]
     assert row.sent_twice == 0
     assert row.dead_lettered == 0
 
 
+@IN_FLIGHT_LOSS
 @pytest.mark.chaos_full
 def test_redis_kill_9_mid_run(
     new_chaos: Callable[..., Chaos], record: Callable[[Row], None]
@@ -235,11 +257,12 @@ def test_redis_kill_9_mid_run(
     record(row)
     # Then the same: the AOF had every write (page cache), the workers resume within 10 s
     assert math.isfinite(row.drain_s), row.details["undrained"]
-    assert row.details["resume_s"] <= RESUME_BOUND_S
+    assert (row.details["resume_s"] or math.inf) <= RESUME_BOUND_S
     assert row.lost == 0, row.details["lost_keys"][:10]
     assert row.dead_lettered == 0
 
 
+@IN_FLIGHT_LOSS
 @pytest.mark.chaos_full
 @pytest.mark.timeout(900)
 def test_redis_host_crash_loses_at_most_the_everysec_window(
@@ -254,11 +277,10 @@ def test_redis_host_crash_loses_at_most_the_everysec_window(
         host_crash,
         at_fraction=0.25,
         feed_pause_s=0.05,
-        may_lose=True,
     )
     record(row)
     # Then the workers resume within 10 s; what was accepted before the window is not lost;
     # duplicates (sends whose `sent` record was in the lost second) are counted, not excluded
     assert math.isfinite(row.drain_s), row.details["undrained"]
-    assert row.details["resume_s"] <= RESUME_BOUND_S
+    assert (row.details["resume_s"] or math.inf) <= RESUME_BOUND_S
     assert row.details["lost_accepted_before_cutoff"] == []
