@@ -203,7 +203,7 @@ def test_kill_9_three_times_redis_broker(
 @pytest.mark.chaos_full
 @pytest.mark.timeout(900)
 def test_kill_9_three_times_rabbitmq_broker(
-    new_chaos: Callable[..., Chaos], record: Callable[[Row], None], rabbitmq_vhost: str
+    rabbitmq_vhost: str, new_chaos: Callable[..., Chaos], record: Callable[[Row], None]
 ) -> None:
     # Given three workers on RabbitMQ (a vhost of our own) with the state in Redis
     url = RABBITMQ_URL.format(vhost=rabbitmq_vhost)
