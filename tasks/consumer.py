@@ -7,8 +7,10 @@ import logging
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from vine import promise
 
 from tasks.app import runtime
+from tasks.envelope import envelope_problem
 
 log = logging.getLogger(__name__)
 MAX_RAW_BODY = 65_536
@@ -42,6 +44,23 @@ def _store(reason: str, message: Any) -> bool:
 
 class DeadLetteringConsumer(Consumer):
     """Celery's consumer, with malformed messages kept as dead letters."""
+
+    def create_task_handler(self, promise: Any = promise) -> Any:
+        """Celery's handler, behind a check of the envelope (tasks/envelope.py)."""
+        handler = super().create_task_handler(promise)
+
+        def on_task_received(message: Any) -> Any:
+            try:
+                problem = envelope_problem(message)
+            except Exception:  # an undecodable body: Celery's `on_decode_error` path keeps it
+                problem = None
+            if problem is None:
+                return handler(message)
+            if _store(f"malformed task message: {problem}", message):
+                message.ack_log_error(log, getattr(self, "connection_errors", ()))
+            return None
+
+        return on_task_received
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         """Garbage body: keep it, then ack (as Celery does) so it does not loop."""

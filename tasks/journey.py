@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 
 from tasks.app import app, runtime
 from worker import metrics
@@ -59,15 +60,11 @@ def _run(task: Task, job: Job, meta: dict[str, Any], task_id: str) -> dict[str, 
     try:
         outcome = runtime().sender.process(job, attempt)
     except (redis.RedisError, OSError) as exc:
-        # The state store is unreachable: nothing was decided, try again soon (not counted as a
-        # failure of the job). If the broker is down too, the retry itself fails and the message,
-        # never acked (`task_acks_on_failure_or_timeout` is off), is delivered again later.
+        # The state store is unreachable: nothing was sent, try again soon (not counted as a
+        # failure of the job). The RETRY result cannot be stored meanwhile: the result backend
+        # drops it (worker/result_backend.py) instead of leaving the message unsettled.
         log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
-        raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
-            countdown=INFRA_RETRY_S,
-            kwargs={**job.kwargs(), "_meta": {"history": list(history)}},
-            kwargsrepr=job.kwargs_repr(),
-        ) from exc
+        _reschedule(task, job, {"history": list(history)}, INFRA_RETRY_S, cause=exc)
     return _to_celery(task, job, history, outcome)
 
 
@@ -82,12 +79,7 @@ def _to_celery(
         return outcome.result
     if isinstance(outcome, Retry):
         log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
-        meta = {"history": [*history, outcome.error]}
-        raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
-            countdown=outcome.delay_s,
-            kwargs={**kwargs, "_meta": meta},
-            kwargsrepr=job.kwargs_repr(),
-        )
+        _reschedule(task, job, {"history": [*history, outcome.error]}, outcome.delay_s)
     if isinstance(outcome, Park):
         return {
             "status": "parked",
@@ -103,6 +95,29 @@ def _to_celery(
         "code": outcome.code,
         "tracking_id": kwargs.get("tracking_id"),
     }
+
+
+def _reschedule(
+    task: Task,  # type: ignore[type-arg]
+    job: Job,
+    meta: dict[str, Any],
+    countdown: float,
+    cause: BaseException | None = None,
+) -> NoReturn:
+    """Publish the step again with a countdown, then let Celery ack this message.
+
+    Celery rejects the message *without* requeue when the new one cannot be published, which
+    loses the step if the broker is up again by then: requeue it instead (delivered again)."""
+    try:
+        raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
+            countdown=countdown,
+            kwargs={**job.kwargs(), "_meta": meta},
+            kwargsrepr=job.kwargs_repr(),
+        ) from cause
+    except Reject as exc:
+        reason = exc.args[0] if exc.args else None
+        log.warning("could not publish the retry (%r); requeueing the step", reason)
+        raise Reject(reason, requeue=True) from exc
 
 
 def _meta(raw: object) -> dict[str, Any]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import pytest
+import redis
 
 from worker.access_tokens import ACCESS_ROUNDS
 from worker.clock import next_quota_reset, night_hours_resume_at
@@ -217,3 +219,46 @@ def test_journey_token_expiry_is_respected(runtime: Runtime, control: SandboxCon
     assert isinstance(runtime.sender.process(make_job(), attempt()), Sent)
     assert control.stats().journey_tokens_created == 2
     assert control.stats().errors.get(-150, 0) == 0
+
+
+def _finish_fails(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, times: int) -> list[float]:
+    """The state Redis refuses `finish_sent` `times` times (as during a restart); returns the
+    pauses the sender took."""
+    gate = runtime.sender._gate
+    real = gate.finish_sent
+    failures = iter(range(times))
+    pauses: list[float] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> None:
+        if next(failures, None) is not None:
+            raise redis.ConnectionError("Connection refused")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(gate, "finish_sent", flaky)
+    monkeypatch.setattr(runtime.sender, "_sleep", pauses.append)
+    return pauses
+
+
+def test_a_send_is_recorded_once_redis_is_back_and_never_sent_again(
+    runtime: Runtime, control: SandboxControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses = _finish_fails(runtime, monkeypatch, times=3)
+    job = make_job()
+    first = runtime.sender.process(job, attempt())
+    assert isinstance(first, Sent)
+    assert pauses == [0.2, 0.5, 1.0]
+    again = runtime.sender.process(job, attempt())
+    assert isinstance(again, Duplicate) and again.result["msg_id"] == first.result["msg_id"]
+    assert control.stats().calls["send"] == 1
+
+
+def test_a_send_that_cannot_be_recorded_keeps_its_claim(
+    runtime: Runtime, control: SandboxControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _finish_fails(runtime, monkeypatch, times=100)
+    job = make_job()
+    assert isinstance(runtime.sender.process(job, attempt()), Sent)
+    # a redelivery of the same step meanwhile waits for the claim instead of sending again
+    again = runtime.sender.process(job, attempt())
+    assert isinstance(again, Retry) and again.error["class"] == "busy"
+    assert control.stats().calls["send"] == 1

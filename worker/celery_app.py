@@ -8,28 +8,42 @@ from celery import Celery
 from kombu import Queue
 
 from worker.job import masked_kwargs_repr
+from worker.result_backend import backend_url
 from worker.settings import Settings
 
 QUEUE = "zns"
 TASK_NAME = "zns.send_journey_step"
 TASK_MODULES = ["tasks.journey", "tasks.maintenance"]
 CONSUMER_CLASS = "tasks.consumer:DeadLetteringConsumer"
+#: Seconds between two sweeps for expired unacked messages (Redis broker); each is one
+#: ZREVRANGEBYSCORE under a mutex, cheap.
+RESTORE_SWEEP_S = 10
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours; one visibility timeout for every process."""
     c = settings.celery
-    transport = {"visibility_timeout": c.visibility_timeout_s}
+    transport: dict[str, Any] = {"visibility_timeout": c.visibility_timeout_s}
+    # Redis broker: every worker sweeps for messages a dead worker held, every
+    # RESTORE_SWEEP_S (kombu's default is 10 s x a throttle of 10): back within
+    # visibility timeout + one sweep = 250 s, under the 5 minutes we promise.
+    broker_transport = {
+        **transport,
+        "unacked_restore_interval": RESTORE_SWEEP_S,
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": settings.effective_broker_url,
         # Results let producers read `status`/`msg_id`; kept in the state Redis, bounded in time.
-        "result_backend": settings.redis_url,
+        # A result write that cannot reach Redis must never keep a message unsettled: the backend
+        # retries for a few seconds itself, then drops the write (worker/result_backend.py).
+        "result_backend": backend_url(settings.redis_url),
         "result_expires": c.result_expires_s,
         # Not `result_extended`: results would then hold the job kwargs (phone numbers) too.
         # Redelivery of a dead worker's jobs after minutes, not Redis's default hour. The same
         # value on every producer and worker, or ETA messages get redelivered early.
-        "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
+        "broker_transport_options": broker_transport,
+        "result_backend_transport_options": {**transport, "retry_policy": {"max_retries": 0}},
         # Ack after the work, and requeue if the worker process dies: safe only because every
         # send is idempotent (claim before send, `sent` recorded after).
         "task_acks_late": True,

@@ -93,3 +93,15 @@ def serve_metrics(port: int, *, address: str = "0.0.0.0") -> None:  # noqa: S104
     """Serve /metrics on `port` from a daemon thread (0 disables it)."""
     if port:
         start_http_server(port, addr=address)
+
+
+RESULTS_NOT_STORED = Counter(
+    "zns_results_not_stored_total",
+    "Celery task results (or states) dropped because the result Redis was unreachable.",
+    ["state"],
+)
+SENT_NOT_RECORDED = Counter(
+    "zns_sent_not_recorded_total",
+    "Sends Zalo accepted that could not be recorded (state Redis unreachable for ~15 s).",
+    ["account"],
+)

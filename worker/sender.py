@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from worker import metrics
 from worker.access_tokens import AccessGrant, AccessTokenManager
 from worker.accounts import AccountState
@@ -32,7 +34,7 @@ from worker.policy import ErrorPolicy
 from worker.quota import QuotaStore
 from worker.step_gate import Begin, Started, StepGate, StepKeys
 from worker.zalo.client import ZaloClient
-from worker.zalo.models import SendResult
+from worker.zalo.models import Quota, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ BUSY_MIN_DELAY_S = 0.5
 BUSY_MAX_DELAY_S = 5.0
 #: Retry classes that are waits, not failures: they do not count towards the retry cap.
 WAIT_CLASSES = frozenset({"busy", "throttled"})
+#: Pauses between attempts to record a send while Redis restarts: ~15 s in all, a tenth of the
+#: claim ttl that keeps a redelivery of the same step away meanwhile.
+SETTLE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +183,25 @@ class JourneySender:
             self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
             return self._policy.decide(job.account, job.template_id, attempt.retries, exc)
         sent = self._result(job, token, result)
-        self._gate.finish_sent(step, owner=attempt.task_id, result=sent, quota=result.quota)
+        self._settle_sent(step, attempt.task_id, sent, result.quota)
         return Sent(sent)
+
+    def _settle_sent(
+        self, step: StepKeys, owner: str, sent: dict[str, Any], quota: Quota | None
+    ) -> None:
+        """Record a send Zalo accepted, riding out a Redis restart: giving up here would release
+        the claim and send the message again. If Redis stays away, the claim (held until its
+        ttl) still turns a redelivery away meanwhile; the step is reported sent either way."""
+        for pause in (*SETTLE_PAUSES_S, None):
+            try:
+                self._gate.finish_sent(step, owner=owner, result=sent, quota=quota)
+                return
+            except (redis.RedisError, OSError) as exc:
+                if pause is None:
+                    metrics.SENT_NOT_RECORDED.labels(step.account).inc()
+                    log.error("sent but not recorded: state Redis unreachable (%s)", exc)
+                    return
+                self._sleep(pause)
 
     def _send_renewing_token(
         self, job: Job, ref: TokenRef, grant: AccessGrant, cached: CachedToken | None

@@ -43,13 +43,6 @@ FIVE_MINUTES_S = 300
 # -- 1. a dead worker's jobs come back later than 5 minutes ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: kombu sweeps for expired unacked messages only every "
-    "unacked_restore_interval x unacked_restore_throttle = 10 s x 10 = 100 s, so a killed "
-    "worker's jobs come back 240-340 s after delivery, not within 5 minutes "
-    "(worker/celery_app.py: broker_transport_options lacks unacked_restore_throttle=1)",
-)
 def test_a_dead_workers_jobs_are_restored_within_five_minutes() -> None:
     # Given the production defaults
     settings = Settings(_env_file=None)
@@ -109,13 +102,6 @@ def test_nan_or_infinity_in_template_data_is_refused_by_the_producer(value: floa
 
 @pytest.mark.chaos_full
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a state-Redis outage with a RabbitMQ broker. Before c93562f the steps in flight "
-    "failed with redis ConnectionError and were acked (lost: 6 of 600). Since c93562f (retry, "
-    "task_acks_on_failure_or_timeout off) each retried step whose RETRY state cannot be stored "
-    "stays unacked for good; once every prefetch slot is held the worker consumes nothing more",
-)
 def test_state_redis_outage_with_a_rabbitmq_broker_loses_and_stalls_nothing(
     rabbitmq_vhost: str, new_chaos: Callable[..., Chaos], record: Callable[[Row], None]
 ) -> None:
@@ -125,7 +111,7 @@ def test_state_redis_outage_with_a_rabbitmq_broker_loses_and_stalls_nothing(
     row, _, _ = restart_scenario(
         new_chaos,
         600,
-        "state Redis down 2 s, RabbitMQ broker [BUG]",
+        "state Redis down 2 s, RabbitMQ broker",
         down_for_two_seconds,
         broker_url=url,
         broker_idle=rabbitmq_idle(rabbitmq_vhost, url),
@@ -163,7 +149,7 @@ def _message(body: Any, headers: dict[str, Any], content_type: str = "applicatio
 
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-#: name -> (what happens today, how to build the message from its marker)
+#: name -> (what happened before the fix, how to build the message from its marker)
 MALFORMED: dict[str, tuple[str, Any]] = {
     "body is an object": (
         "worker dies: ValueError unpacking [args, kwargs, embed] in celery Request",
@@ -213,8 +199,6 @@ MALFORMED: dict[str, tuple[str, Any]] = {
     ),
 }
 SHORT_TIER = {"body is an object", "kwargs is a list", "embed is a string"}
-#: Fixed (in the working tree when this suite was written): plain regression tests now.
-FIXED = {"body is an object", "body has two parts", "expires is empty", "NaN in template_data"}
 
 
 def _dead_letters_mentioning(world: Chaos, marker: str) -> int:
@@ -232,18 +216,8 @@ def _clean_queue(world: Chaos) -> None:
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(
-            name,
-            marks=[
-                *(
-                    []
-                    if name in FIXED
-                    else [pytest.mark.xfail(strict=True, reason=f"BUG: {effect}")]
-                ),
-                *([] if name in SHORT_TIER else [pytest.mark.chaos_full]),
-            ],
-        )
-        for name, (effect, _) in MALFORMED.items()
+        pytest.param(name, marks=[] if name in SHORT_TIER else [pytest.mark.chaos_full])
+        for name in MALFORMED
     ],
 )
 def test_a_malformed_task_message_is_dead_lettered_once_and_the_worker_lives(
