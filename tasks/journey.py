@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, NoReturn
 
 import redis
@@ -20,6 +21,10 @@ from worker.sender import WAIT_CLASSES, Attempt
 
 log = logging.getLogger(__name__)
 INFRA_RETRY_S = 5.0  # Redis restarts (failover, AOF reload) take seconds
+#: Publishing a retry while the broker restarts: try for this long before requeueing.
+PUBLISH_BUDGET_S = 30.0
+PUBLISH_FIRST_PAUSE_S = 0.5
+PUBLISH_MAX_PAUSE_S = 5.0
 
 
 @app.task(
@@ -106,18 +111,26 @@ def _reschedule(
 ) -> NoReturn:
     """Publish the step again with a countdown, then let Celery ack this message.
 
-    Celery rejects the message *without* requeue when the new one cannot be published, which
-    loses the step if the broker is up again by then: requeue it instead (delivered again)."""
-    try:
-        raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
-            countdown=countdown,
-            kwargs={**job.kwargs(), "_meta": meta},
-            kwargsrepr=job.kwargs_repr(),
-        ) from cause
-    except Reject as exc:
-        reason = exc.args[0] if exc.args else None
-        log.warning("could not publish the retry (%r); requeueing the step", reason)
-        raise Reject(reason, requeue=True) from exc
+    If the new message cannot be published (the broker is restarting), keep trying for a while:
+    with a Redis broker, a message taken just as Redis went down may exist only in this thread
+    (kombu records it as unacked in a second call, which failed). Celery would reject it without
+    requeue; after the budget it is requeued instead, never dropped."""
+    pause, deadline = PUBLISH_FIRST_PAUSE_S, time.monotonic() + PUBLISH_BUDGET_S
+    while True:
+        try:
+            raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
+                countdown=countdown,
+                kwargs={**job.kwargs(), "_meta": meta},
+                kwargsrepr=job.kwargs_repr(),
+            ) from cause
+        except Reject as exc:
+            reason = exc.args[0] if exc.args else None
+            if time.monotonic() + pause > deadline:
+                log.error("could not publish the retry (%r); requeueing the step", reason)
+                raise Reject(reason, requeue=True) from exc
+            log.warning("could not publish the retry (%r); again in %.1fs", reason, pause)
+        time.sleep(pause)
+        pause = min(pause * 2, PUBLISH_MAX_PAUSE_S)
 
 
 def _meta(raw: object) -> dict[str, Any]:

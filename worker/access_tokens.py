@@ -171,7 +171,7 @@ class AccessTokenManager:
                     raise self._rejected_too_often(account, grant, exc) from exc
                 grant = self.refresh_after_rejection(account, grant)
             else:
-                self.mark_working(account, grant.generation)
+                self._note_working(account, grant.generation)
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -190,6 +190,14 @@ class AccessTokenManager:
             endpoint=exc.endpoint,
             code=exc.code,
         )
+
+    def _note_working(self, account: str, generation: int) -> None:
+        """`mark_working` after a call that succeeded: a hint, never worth failing the call for
+        (the call may have been a send Zalo accepted, and failing it would send it again)."""
+        try:
+            self.mark_working(account, generation)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not record a working access token (%s)", type(exc).__name__)
 
     def mark_working(self, account: str, generation: int) -> None:
         """Record that a call succeeded with `generation` (one Redis write per generation and

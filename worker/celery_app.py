@@ -7,6 +7,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from worker.broker_transport import transport_for
 from worker.job import masked_kwargs_repr
 from worker.result_backend import backend_url
 from worker.settings import Settings
@@ -34,6 +35,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.effective_broker_url,
+        # Redis broker: kombu's transport, hardened for a Redis restart (see the module).
+        "broker_transport": transport_for(settings.effective_broker_url),
         # Results let producers read `status`/`msg_id`; kept in the state Redis, bounded in time.
         # A result write that cannot reach Redis must never keep a message unsettled: the backend
         # retries for a few seconds itself, then drops the write (worker/result_backend.py).

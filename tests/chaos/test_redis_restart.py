@@ -102,6 +102,12 @@ class Feeder:
             self.error = exc
 
 
+def _task_ids_of(steps: list[Step], task_ids: list[str], keys: list[str]) -> list[str]:
+    """The task ids of these steps (the feeder enqueues in order): to find them in worker logs."""
+    by_key = {step.key: task_id for step, task_id in zip(steps, task_ids, strict=False)}
+    return [by_key.get(key, "?") for key in keys]
+
+
 def restart_gracefully(chaos: Chaos) -> float:
     """SIGTERM (Redis fsyncs its AOF and exits), start again; returns when it went down."""
     down_at = time.time()
@@ -224,6 +230,8 @@ def scenario(
             "accepted_before_cutoff": len(accepted_before),
             "lost_accepted_before_cutoff": sorted(set(counts.lost_keys) & accepted_before),
             "lost_keys": counts.lost_keys,
+            "lost_task_ids": _task_ids_of(steps, feeder.task_ids, counts.lost_keys),
+            "duplicate_task_ids": _task_ids_of(steps, feeder.task_ids, counts.duplicate_keys),
             "producer_retries": feeder.failures,
             "undrained": chaos.undrained,
             **chaos.journey_figures(steps),
