@@ -37,15 +37,6 @@ from worker.producer import Producer
 from worker.sandbox.config import SandboxConfig
 
 RESUME_BOUND_S = 10.0
-#: Bug 5 (docs/reliability.md): a step in flight when Redis goes away fails with a redis
-#: ConnectionError and Celery acks it; it is lost whenever the consumer did not put the message
-#: back first. Timing-dependent, hence not strict here; the strict regression test is in
-#: test_regressions.py.
-IN_FLIGHT_LOSS = pytest.mark.xfail(
-    strict=False,
-    reason="BUG: a redis ConnectionError in the task loses or stalls the step; see "
-    "test_regressions.py::test_state_redis_outage_with_a_rabbitmq_broker_loses_and_stalls_nothing",
-)
 RESUMED_AFTER_SENDS = 50  # "resumed": this many sends after Redis is back
 EVERYSEC_WINDOW_S = 1.0
 BATCH = 40
@@ -240,7 +231,6 @@ def scenario(
     return row, feeder, cut_off
 
 
-@IN_FLIGHT_LOSS
 @pytest.mark.chaos_full
 def test_redis_restart_mid_run(
     new_chaos: Callable[..., Chaos], record: Callable[[Row], None]
@@ -256,7 +246,6 @@ def test_redis_restart_mid_run(
     assert row.dead_lettered == 0
 
 
-@IN_FLIGHT_LOSS
 @pytest.mark.chaos_full
 def test_redis_kill_9_mid_run(
     new_chaos: Callable[..., Chaos], record: Callable[[Row], None]
@@ -271,7 +260,6 @@ def test_redis_kill_9_mid_run(
     assert row.dead_lettered == 0
 
 
-@IN_FLIGHT_LOSS
 @pytest.mark.chaos_full
 @pytest.mark.timeout(900)
 def test_redis_host_crash_loses_at_most_the_everysec_window(
