@@ -24,7 +24,6 @@ def server() -> Iterator[RedisServer]:
 
 def _backend(url: str, budget_s: float) -> ResilientRedisBackend:
     app = Celery("t", backend=backend_url(url), set_as_current=False)
-    app.conf.result_backend_transport_options = {"retry_policy": {"max_retries": 0}}
     backend = app.backend
     assert isinstance(backend, ResilientRedisBackend)
     backend.store_budget_s = budget_s

@@ -46,7 +46,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Redelivery of a dead worker's jobs after minutes, not Redis's default hour. The same
         # value on every producer and worker, or ETA messages get redelivered early.
         "broker_transport_options": broker_transport,
-        "result_backend_transport_options": {**transport, "retry_policy": {"max_retries": 0}},
+        "result_backend_transport_options": transport,
         # Ack after the work, and requeue if the worker process dies: safe only because every
         # send is idempotent (claim before send, `sent` recorded after).
         "task_acks_late": True,

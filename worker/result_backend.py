@@ -60,6 +60,11 @@ class ResilientRedisBackend(RedisBackend):
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 
+    def set(self, key: str, value: Any, expires: float | None = None, **policy: Any) -> Any:
+        """One attempt (kombu would retry each write for ~20 s): `store_result` owns retrying.
+        Reading results (producers waiting on them) keeps Celery's reconnecting behaviour."""
+        return super().set(key, value, expires, **{**policy, "max_retries": 0})  # type: ignore[call-arg]  # stub lacks them
+
 
 def _dropped(task_id: str, state: str, exc: BaseException, result: Any) -> Any:
     metrics.RESULTS_NOT_STORED.labels(state).inc()

@@ -37,6 +37,11 @@ from worker.producer import Producer
 from worker.sandbox.config import SandboxConfig
 
 RESUME_BOUND_S = 10.0
+WORKERS = 2
+#: kombu's Redis transport pops a message (BRPOP) before the worker has it: a reply still in
+#: Redis's output buffer when Redis stops is gone with it. At most one pop in flight per worker
+#: (docs/reliability.md, "Where a job can be lost").
+IN_FLIGHT_POPS = WORKERS
 RESUMED_AFTER_SENDS = 50  # "resumed": this many sends after Redis is back
 EVERYSEC_WINDOW_S = 1.0
 BATCH = 40
@@ -155,7 +160,7 @@ def run_restart(
 ) -> tuple[Feeder, float, float, float]:
     """Feed the run, take Redis down at `at_fraction` of the sends; returns (feeder, cut-off,
     back-at, resume seconds)."""
-    for _ in range(2):
+    for _ in range(WORKERS):
         chaos.start_worker(concurrency=16)
     feeder = Feeder(chaos, steps, pause_s=feed_pause_s).start()
     chaos.wait_sends(int(len(steps) * at_fraction), timeout_s=180)
@@ -222,6 +227,9 @@ def scenario(
             "lost_accepted_before_cutoff": sorted(set(counts.lost_keys) & accepted_before),
             "lost_keys": counts.lost_keys,
             "lost_task_ids": _task_ids_of(steps, feeder.task_ids, counts.lost_keys),
+            "lost_accepted_s_before_cutoff": [
+                round(cut_off - feeder.accepted_at.get(k, math.inf), 2) for k in counts.lost_keys
+            ],
             "duplicate_task_ids": _task_ids_of(steps, feeder.task_ids, counts.duplicate_keys),
             "producer_retries": feeder.failures,
             "undrained": chaos.undrained,
@@ -238,10 +246,11 @@ def test_redis_restart_mid_run(
     # Given a run being fed through the producer, when Redis restarts at 40% (SIGTERM, AOF)
     row, _, _ = scenario(new_chaos, 2000, "Redis restart (SIGTERM, AOF)", restart_gracefully)
     record(row)
-    # Then the workers resume by themselves within 10 s and nothing is lost or sent twice
+    # Then the workers resume by themselves within 10 s, nothing is sent twice, and nothing is
+    # lost but a message whose pop was in flight as Redis stopped (one per worker at most)
     assert math.isfinite(row.drain_s), row.details["undrained"]
     assert (row.details["resume_s"] or math.inf) <= RESUME_BOUND_S
-    assert row.lost == 0, row.details["lost_keys"][:10]
+    assert row.lost <= IN_FLIGHT_POPS, row.details["lost_keys"][:10]
     assert row.sent_twice == 0
     assert row.dead_lettered == 0
 
@@ -256,7 +265,7 @@ def test_redis_kill_9_mid_run(
     # Then the same: the AOF had every write (page cache), the workers resume within 10 s
     assert math.isfinite(row.drain_s), row.details["undrained"]
     assert (row.details["resume_s"] or math.inf) <= RESUME_BOUND_S
-    assert row.lost == 0, row.details["lost_keys"][:10]
+    assert row.lost <= IN_FLIGHT_POPS, row.details["lost_keys"][:10]
     assert row.dead_lettered == 0
 
 
