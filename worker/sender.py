@@ -1,12 +1,13 @@
 """JourneySender: one journey step through every gate to Zalo and back. Knows nothing of Celery.
 
+    [order (numbered steps only; one Redis call: park while a lower step of the journey is due)]
     begin (one Redis call: claim, pause / template / quota gates, rate slot, quota unit,
            access token, journey token)
       ─► journey token (reuse, or create exactly once) ─► send
-      ─► finish (one Redis call: settle quota, mark sent)
+      ─► finish (one Redis call: settle quota, mark sent, record status, wake waiting steps)
 
-Two Redis round trips per sent message in steady state. Each failure becomes an Outcome chosen by
-`ErrorPolicy` from the error's action (see `worker/zalo/error-codes.csv`).
+Two Redis round trips per sent message in steady state (three for a numbered step). Each failure
+becomes an Outcome chosen by `ErrorPolicy` from the error's action (`worker/zalo/error-codes.csv`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from worker.errors import Action, ZaloError
 from worker.idempotency import IdempotencyStore
 from worker.job import Job
 from worker.journey_tokens import CachedToken, JourneyTokenStore, TokenRef
+from worker.ordering import StepOrder
 from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
 from worker.parking import ParkingLot, ParkReason
 from worker.policy import ErrorPolicy
 from worker.quota import QuotaStore
+from worker.status import StatusStore
 from worker.step_gate import Begin, Started, StepGate, StepKeys
 from worker.zalo.client import ZaloClient
 from worker.zalo.models import SendResult
@@ -64,6 +67,8 @@ class Stores:
     parking: ParkingLot
     dead_letters: DeadLetterStore
     journey_tokens: JourneyTokenStore
+    status: StatusStore
+    order: StepOrder
 
 
 class JourneySender:
@@ -80,6 +85,7 @@ class JourneySender:
         default_token_type: Callable[[str], str],
         clock: Clock,
         sleep: Callable[[float], None] = time.sleep,
+        on_wake: Callable[[str], object] | None = None,
     ) -> None:
         self._gate = gate
         self._s = stores
@@ -89,9 +95,16 @@ class JourneySender:
         self._token_type = default_token_type
         self._clock = clock
         self._sleep = sleep
+        #: Called with the account when a finished step woke waiting steps of its journey (the
+        #: worker re-enqueues them at once instead of at its next maintenance pass).
+        self.on_wake = on_wake
 
     def process(self, job: Job, attempt: Attempt) -> Outcome:
-        """Run one step: begin, send, record."""
+        """Run one step: order, begin, send, record."""
+        check = self._s.order.check(job, {"history": list(attempt.history)})
+        if check.parked is not None:
+            _count(job.account, check.parked)
+            return check.parked
         ref = self._ref(job)
         step = StepKeys(
             job.account, job.idempotency_key, job.template_id, self._s.journey_tokens.key(ref)
@@ -178,7 +191,10 @@ class JourneySender:
             self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
             return self._policy.decide(job.account, job.template_id, attempt.retries, exc)
         sent = self._result(job, token, result)
-        self._gate.finish_sent(step, owner=attempt.task_id, result=sent, quota=result.quota)
+        woken = self._gate.finish_sent(
+            step, job, owner=attempt.task_id, result=sent, quota=result.quota
+        )
+        self._woke(job.account, woken)
         return Sent(sent)
 
     def _send_renewing_token(
@@ -259,6 +275,8 @@ class JourneySender:
             )
             result = {"status": "dead_lettered", "reason": outcome.reason, "code": outcome.code}
             self._s.idempotency.mark_dead(job.account, key, owner=owner, result=result)
+            woken = self._s.status.mark_dead(job, reason=outcome.reason, code=outcome.code)
+            self._woke(job.account, woken)
         elif isinstance(outcome, Park):
             self._s.parking.park(
                 job.account,
@@ -268,9 +286,14 @@ class JourneySender:
                 meta={"history": history},
                 detail=outcome.detail,
             )
+            self._s.status.mark_parked(job, reason=outcome.reason.value, due_at=outcome.due_at)
             self._s.idempotency.release(job.account, key, owner=owner)
         elif isinstance(outcome, Retry) and outcome.error.get("class") not in WAIT_CLASSES:
             self._s.idempotency.release(job.account, key, owner=owner)
+
+    def _woke(self, account: str, woken: int) -> None:
+        if woken and self.on_wake is not None:
+            self.on_wake(account)
 
     def _resume_after_probe(self, account: str) -> None:
         if self._s.accounts.resume(account):
