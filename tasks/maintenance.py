@@ -56,6 +56,8 @@ def start_maintenance(**_: Any) -> None:
         serve_metrics(port)
     except OSError as exc:  # another worker on this host has the port: no metrics, still work
         log.warning("metrics not served on port %d: %s", port, exc)
+    # A finished step that woke the waiting steps of its journey re-enqueues them at once.
+    rt.sender.on_wake = Maintenance(rt, publish).release_woken
     _stop.clear()
     threading.Thread(target=_loop, name="zns-maintenance", daemon=True).start()
 

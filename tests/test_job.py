@@ -8,6 +8,7 @@ import pytest
 
 from worker.errors import InvalidJob
 from worker.job import masked_kwargs_repr, parse_job
+from worker.producer import Producer
 
 GOOD = {"phone": "0987654321", "template_id": "1", "template_data": {"a": 1}}
 
@@ -34,3 +35,14 @@ def test_masked_repr_hides_phone_and_template_values() -> None:
     shown = masked_kwargs_repr({**job.kwargs(), "_meta": {"history": []}})
     assert "84987654321" not in shown and "Nguyen" not in shown and "_meta" not in shown
     assert "8498****321" in shown and "'name'" in shown
+
+
+@pytest.mark.parametrize("value", [0, -1, 10_001, "2", 2.0, True])
+def test_step_must_be_a_positive_integer(value: object) -> None:
+    with pytest.raises(InvalidJob, match="step"):
+        Producer.validate({**GOOD, "step": value})
+
+
+def test_step_is_optional_and_kept_when_given() -> None:
+    assert "step" not in parse_job(GOOD, default_key="k").kwargs()  # as before issue #8
+    assert parse_job({**GOOD, "step": 3}, default_key="k").kwargs()["step"] == 3

@@ -268,3 +268,49 @@ def test_concurrent_first_probes_keep_reservations(quota: QuotaStore) -> None:
     quota.init(ACCOUNT, 100, 100)
     assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
     assert quota.init(ACCOUNT, 100, 100) == 99  # a late first probe does not undo the reservation
+
+
+# --- a daily quota change (webhook change_oa_daily_quota) ---------------------------------------
+
+
+def test_a_raised_daily_quota_keeps_what_was_used(quota: QuotaStore) -> None:
+    quota.set(ACCOUNT, 600, 1000)  # 400 used today
+    assert quota.rebase(ACCOUNT, 2000, prev_daily=1000) == 1600
+    assert quota.view(ACCOUNT).daily == 2000
+
+
+def test_a_repeated_change_moves_the_counter_once(quota: QuotaStore) -> None:
+    quota.set(ACCOUNT, 600, 1000)
+    quota.rebase(ACCOUNT, 2000, prev_daily=1000)
+    assert quota.rebase(ACCOUNT, 2000, prev_daily=1000) == 1600
+
+
+def test_the_daily_figure_we_hold_wins_over_the_events_previous_one(quota: QuotaStore) -> None:
+    quota.set(ACCOUNT, 600, 1500)  # Zalo's last answer said 1500; the event says it was 1000
+    assert quota.rebase(ACCOUNT, 2000, prev_daily=1000) == 1100
+
+
+def test_without_a_held_daily_figure_the_events_previous_one_is_used(
+    quota: QuotaStore, client: redis.Redis, keys: Keys
+) -> None:
+    quota.set(ACCOUNT, 600, None)
+    assert quota.rebase(ACCOUNT, 800, prev_daily=1000) == 400
+    client.hdel(keys.quota(ACCOUNT), "daily")
+    assert quota.rebase(ACCOUNT, 900) == 400  # nothing to measure the change by
+
+
+def test_a_lowered_daily_quota_never_goes_below_zero(quota: QuotaStore) -> None:
+    quota.set(ACCOUNT, 100, 1000)  # 900 used
+    assert quota.rebase(ACCOUNT, 500, prev_daily=1000) == 0
+    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.EXHAUSTED
+
+
+def test_without_a_counter_only_the_daily_figure_is_kept(
+    quota: QuotaStore, client: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    assert quota.rebase(ACCOUNT, 500, prev_daily=1000) is None
+    view = quota.view(ACCOUNT)
+    assert (view.remaining, view.daily) == (None, 500)
+    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.UNKNOWN  # the next probe sets the counter
+    assert client.pttl(keys.quota(ACCOUNT)) > 0
+    assert int(client.pexpiretime(keys.quota(ACCOUNT))) == ms(next_quota_reset(clock()))

@@ -83,3 +83,34 @@ def test_bad_secret_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_settings_is_the_loaded_type() -> None:
     assert isinstance(load_settings(), Settings)
+
+
+def test_webhook_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZNS_WEBHOOKS__PORT", "9000")
+    monkeypatch.setenv("ZNS_WEBHOOKS__MAX_AGE_S", "300")
+    monkeypatch.setenv("ZNS_WEBHOOK_SECRET_KEY", "very-secret-hook-key")
+    monkeypatch.setenv("ZNS_OA_ID", "oa-1")
+    monkeypatch.setenv("ZNS_ACCOUNTS__SHOP__WEBHOOK_SECRET_KEY", "very-secret-shop-key")
+    settings = load_settings()
+    assert settings.webhooks.port == 9000
+    assert settings.webhooks.host == "127.0.0.1"
+    # every timestamp still accepted is still remembered, so no replay slips between the two
+    assert settings.webhooks.dedupe_ttl_s > 300 + settings.webhooks.max_future_s
+    default = settings.account("default")
+    assert default is not None and default.oa_id == "oa-1"
+    assert default.webhook_secret_key is not None
+    assert default.webhook_secret_key.get_secret_value() == "very-secret-hook-key"
+    shown = repr(settings) + settings.model_dump_json()
+    assert "very-secret" not in shown
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("ZNS_WEBHOOKS__PATH", "no-slash"), ("ZNS_WEBHOOKS__MAX_BODY_BYTES", "10")],
+)
+def test_bad_webhook_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()

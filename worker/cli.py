@@ -25,10 +25,13 @@ from worker.celery_app import QUEUE
 from worker.errors import ConfigError, InvalidJob, ZnsError
 from worker.flower import flower_command
 from worker.health import HealthFile, Verdict
+from worker.journeys import JourneyReport, journey_report
 from worker.parking import ParkReason
+from worker.phone import normalize_phone
 from worker.runtime import Runtime, build_runtime
 from worker.sandbox.cli import sandbox_command
 from worker.settings import DEFAULT_ACCOUNT, Settings, load_settings
+from worker.status import Lookup, StepStatus
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
@@ -38,10 +41,12 @@ dead_letters_app = typer.Typer(no_args_is_help=True, help="Inspect, replay or pu
 parked_app = typer.Typer(no_args_is_help=True, help="Inspect or release parked jobs.")
 account_app = typer.Typer(no_args_is_help=True, help="Pause, resume or inspect an account.")
 token_app = typer.Typer(no_args_is_help=True, help="OA access tokens: status, refresh, set.")
+journey_app = typer.Typer(no_args_is_help=True, help="One customer's journey: tokens and steps.")
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(parked_app, name="parked")
 app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
+app.add_typer(journey_app, name="journey")
 app.command("sandbox")(sandbox_command)
 app.command("flower")(flower_command)
 
@@ -159,6 +164,9 @@ def enqueue(
     token_type: Annotated[str | None, typer.Option(help="Journey token type.")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     tracking_id: Annotated[str | None, typer.Option()] = None,
+    step: Annotated[
+        int | None, typer.Option(help="Position in the journey: sent after its lower steps.")
+    ] = None,
     account: AccountOpt = DEFAULT_ACCOUNT,
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="JSON lines, one job per line.")
@@ -183,6 +191,7 @@ def enqueue(
         "idempotency_key": idempotency_key,
         "tracking_id": tracking_id,
         "account": account,
+        "step": step,
     }
     try:
         task_id = producer.enqueue(**{k: v for k, v in job.items() if v is not None})
@@ -587,6 +596,159 @@ def quota(
     remaining = "unknown" if view.remaining is None else view.remaining
     daily = "unknown" if view.daily is None else view.daily
     out.print(f"{account}: remaining {remaining} of {daily}")
+
+
+# -- status and journeys -----------------------------------------------------------------------
+
+#: Status fields shown in the table, in life order (times are epoch ms, shown in UTC).
+STATUS_FIELDS = (
+    "idempotency_key",
+    "tracking_id",
+    "step",
+    "journey",
+    "phone",
+    "template_id",
+    "enqueued_at_ms",
+    "parked_reason",
+    "parked_until_ms",
+    "sent_at_ms",
+    "msg_id",
+    "journey_id",
+    "delivered_at_ms",
+    "dead_at_ms",
+    "dead_reason",
+    "dead_code",
+)
+
+
+@app.command()
+def status(
+    value: Annotated[str, typer.Argument(help="The step's idempotency key (or see --by).")],
+    by: Annotated[Lookup, typer.Option("--by", help="What VALUE is.")] = Lookup.IDEMPOTENCY_KEY,
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    as_json: JsonOpt = False,
+) -> None:
+    """A step's life: enqueued, parked, sent (msg_id), delivered, dead-lettered (reason).
+    Exit 1 when nothing is recorded for VALUE."""
+    found = _runtime().status.get(account, value, by)
+    if found is None:
+        err.print(f"no status recorded for {by.value} {value!r} (account {account})")
+        raise typer.Exit(EXIT_PROBLEM)
+    if as_json:
+        _print_json(found.as_dict())
+        return
+    out.print(_status_table(found, title=f"{found.state}"))
+
+
+def _status_table(found: StepStatus, *, title: str) -> Table:
+    table = Table("field", "value", title=title)
+    for name in STATUS_FIELDS:
+        value = found.get(name)
+        if value is not None:
+            shown = _iso(int(value)) if name.endswith("_ms") and value.isdigit() else value
+            table.add_row(name.removesuffix("_ms"), str(shown))
+    return table
+
+
+@journey_app.command("show")
+def journey_show(
+    phone: Annotated[str, typer.Option("--phone", help="The customer's phone (any form).")],
+    journey: Annotated[
+        str | None, typer.Option("--journey", help="The producer's journey (default: the phone).")
+    ] = None,
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Journey id, token type, created and expiry times (never the token), steps sent and
+    delivered, and whether Zalo charged the journey. Exit 1 when nothing is recorded."""
+    try:
+        normalised = normalize_phone(phone)
+    except InvalidJob as exc:
+        err.print(f"[red]bad phone:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    rt = _runtime()
+    report = journey_report(
+        rt.journey_tokens,
+        rt.status,
+        account=account,
+        phone=normalised,
+        journey=journey or normalised,
+    )
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        _print_journey(report)
+    if not report.tokens and not report.steps:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+def _print_journey(report: JourneyReport) -> None:
+    out.print(f"journey {report.journey} of {report.phone} (account {report.account})")
+    for token in report.tokens:
+        out.print(
+            f"  token {token.token_type}: journey_id {token.journey_id}, created "
+            f"{_iso(token.created_at_ms)}, expires {_iso(token.expires_at_ms)}"
+        )
+    charged = "yes" if report.charged else "no"
+    timed_out = ", timed out" if report.timed_out else ""
+    out.print(
+        f"  steps sent {report.sent} of {len(report.steps)}, delivered {report.delivered}, "
+        f"charged {charged}{timed_out}"
+    )
+    table = Table("step", "state", "tracking id", "msg id", "sent", "delivered", "detail")
+    for step in report.steps:
+        table.add_row(
+            step.get("step") or "-",
+            step.state,
+            step.get("tracking_id") or "",
+            step.get("msg_id") or "",
+            _iso(_ms_field(step, "sent_at_ms")) or "",
+            _iso(_ms_field(step, "delivered_at_ms")) or "",
+            (step.get("dead_reason") or step.get("parked_reason") or "")[:50],
+        )
+    out.print(table)
+
+
+def _ms_field(step: StepStatus, name: str) -> int | None:
+    value = step.get(name)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+@app.command()
+def webhooks(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default: ZNS_WEBHOOKS__HOST).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65_535, help="Port (default: ZNS_WEBHOOKS__PORT); 0: a free one."),
+    ] = None,
+) -> None:
+    """Receive Zalo's webhook events: deliveries, journeys charged or timed out, quota changes,
+    revoked permissions. Exit 2 when no account can verify signatures."""
+    from worker.logs import configure_logging  # noqa: PLC0415
+    from worker.webhooks.accounts import AccountDirectory  # noqa: PLC0415
+    from worker.webhooks.server import serve  # noqa: PLC0415 (starlette, uvicorn: only here)
+
+    settings = _settings()
+    chosen = {"host": host, "port": port}
+    hooks = settings.webhooks.model_copy(update={k: v for k, v in chosen.items() if v is not None})
+    settings = settings.model_copy(update={"webhooks": hooks})
+    if not AccountDirectory.from_settings(settings):
+        err.print(
+            "[red]configuration error:[/red] no account has an app id and a secret key "
+            "(ZNS_APP_ID + ZNS_WEBHOOK_SECRET_KEY or ZNS_SECRET_KEY, or ZNS_ACCOUNTS__<NAME>__…)"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    try:
+        serve(settings)
+    except OSError as exc:  # port taken, address not on this machine, ...
+        err.print(f"cannot listen on {hooks.host}:{hooks.port}: {exc.strerror or exc}")
+        raise typer.Exit(EXIT_PROBLEM) from exc
 
 
 # -- bench -------------------------------------------------------------------------------------

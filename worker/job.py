@@ -33,6 +33,7 @@ MAX_TEMPLATE_PARAMS = 50
 MAX_PARAM_NAME = 64
 MAX_PARAM_VALUE = 1000  # Zalo's per-parameter limits are lower; this only bounds garbage
 MAX_KEY = 200
+MAX_STEP = 10_000  # a journey has a handful of steps; this only bounds garbage
 #: The public kwargs; anything else (but our own `_meta`) is refused rather than silently dropped.
 PUBLIC_FIELDS = frozenset(
     {
@@ -44,6 +45,7 @@ PUBLIC_FIELDS = frozenset(
         "idempotency_key",
         "tracking_id",
         "account",
+        "step",
     }
 )
 
@@ -64,6 +66,8 @@ class Job(BaseModel):
     idempotency_key: str = Field(min_length=1, max_length=MAX_KEY)
     tracking_id: str
     account: str = Field(default=DEFAULT_ACCOUNT, pattern=rf"\A{ACCOUNT_NAME.pattern}\z")
+    #: Position in its journey: not sent before the journey's lower steps (worker/ordering.py).
+    step: StrictInt | None = Field(default=None, ge=1, le=MAX_STEP)
 
     @field_validator("template_data")
     @classmethod

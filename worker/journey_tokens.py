@@ -46,6 +46,16 @@ class CachedToken:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What an operator may see of a stored journey token: never the token itself."""
+
+    token_type: str
+    journey_id: str
+    created_at_ms: int
+    expires_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class TokenRef:
     """Which journey a token belongs to."""
 
@@ -151,6 +161,19 @@ class JourneyTokenStore:
         pipe.pexpireat(key, expires_at_ms)
         pipe.execute()
         return stored
+
+    def info(self, account: str, phone: str, journey: str) -> list[TokenInfo]:
+        """The journey's stored tokens, one per token type in use (the token is never read)."""
+        refs = [TokenRef(account, phone, journey, token_type) for token_type in LIFETIME_S]
+        with self._client.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.hmget(self._key(ref), "journey_id", "created_at_ms", "expires_at_ms")
+            replies: list[list[str | None]] = pipe.execute()
+        return [
+            TokenInfo(ref.token_type, jid, int(created or 0), int(expires or 0))
+            for ref, (jid, created, expires) in zip(refs, replies, strict=True)
+            if jid
+        ]
 
     def key(self, ref: TokenRef) -> str:
         """The Redis key of `ref`'s token."""

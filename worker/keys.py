@@ -83,6 +83,42 @@ class Keys:
         """Rate-limits a periodic probe (quota, paused account) across every process."""
         return f"{self._acct(account)}:probe:{what}"
 
+    def webhook_event(self, account: str, event_id: str) -> str:
+        """String present while a webhook event is remembered (redeliveries are duplicates)."""
+        return f"{self._acct(account)}:wh:{_part(event_id)}"
+
+    def status(self, account: str, key: str) -> str:
+        """Hash: one step's life (state, enqueued/sent/delivered/dead times, msg_id, ...)."""
+        return f"{self._acct(account)}:st:k:{_part(key)}"
+
+    def status_by_msg(self, account: str, msg_id: str) -> str:
+        """String: Zalo's msg_id -> the step's status key name."""
+        return f"{self._acct(account)}:st:m:{_part(msg_id)}"
+
+    def status_by_tracking(self, account: str, tracking_id: str) -> str:
+        """String: our tracking_id -> the step's status key name."""
+        return f"{self._acct(account)}:st:t:{_part(tracking_id)}"
+
+    def early_delivery(self, account: str, msg_id: str) -> str:
+        """Hash: a delivery reported before its send was recorded (merged when it is)."""
+        return f"{self._acct(account)}:st:d:{_part(msg_id)}"
+
+    def journey_steps(self, account: str, phone: str, journey: str) -> str:
+        """Sorted set: the journey's status key names -> step number (0 without one)."""
+        return f"{self._acct(account)}:st:j:{phone}:{_part(journey)}"
+
+    def journey_events(self, account: str, journey_id: str) -> str:
+        """Hash: charged_at_ms / timed_out_at_ms of one Zalo journey (from webhooks)."""
+        return f"{self._acct(account)}:st:e:{_part(journey_id)}"
+
+    def order_pending(self, account: str, phone: str, journey: str) -> str:
+        """Sorted set: the journey's numbered steps not yet sent or dead-lettered -> step."""
+        return f"{self._acct(account)}:ord:{phone}:{_part(journey)}"
+
+    def order_waiters(self, account: str, phone: str, journey: str) -> str:
+        """Set: parking ids of the journey's steps parked until a lower step finishes."""
+        return self.order_pending(account, phone, journey) + ":wait"
+
     def dead_letter_index(self) -> str:
         """Sorted set: dead-letter id -> time (ms)."""
         return f"{self.prefix}:{{dl}}:index"

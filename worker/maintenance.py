@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[dict[str, Any]], object]
 """Enqueue task kwargs on the `zns` queue."""
+#: Jobs a finished step re-enqueues itself after waking its journey's waiting steps: a journey has
+#: a handful; the rest (if any) go at the next maintenance pass, so the task is never held long.
+WOKEN_RELEASE_LIMIT = 50
 
 
 @dataclass
@@ -76,6 +79,14 @@ class Maintenance:
             total += len(jobs)
             if len(jobs) < batch:
                 return total
+
+    def release_woken(self, account: str) -> int:
+        """Re-enqueue a bounded batch of due parked jobs now (steps a finished step woke)."""
+        jobs = self._rt.parking.lease_due(account, WOKEN_RELEASE_LIMIT)
+        for job in jobs:
+            self._publish(job_kwargs(job))
+        self._rt.parking.done(account, [job.parking_id for job in jobs])
+        return len(jobs)
 
     def _refresh_token(self, account: str) -> bool:
         """Proactive refresh; a failure is logged and recorded, never pauses a working account

@@ -60,6 +60,16 @@ RATE_LIMITED = Counter(
     "Steps rescheduled because the global rate limit was reached.",
     ["account"],
 )
+ORDER_OVERDUE = Counter(
+    "zns_order_overdue_total",
+    "Numbered steps sent before a lower step of their journey (maximum order wait reached).",
+    ["account"],
+)
+WEBHOOK_EVENTS = Counter(
+    "zns_webhook_events_total",
+    "Zalo webhook requests by event name (known names, else 'other') and outcome.",
+    ["event", "outcome"],
+)
 
 
 class QuotaCollector(Collector):

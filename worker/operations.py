@@ -59,6 +59,7 @@ def replay_dead_letters(rt: Runtime, ids: list[str]) -> ReplayResult:
         if not rt.idempotency.reopen(job.account, job.idempotency_key):
             result.kept.append((entry_id, "already sent or in flight; not replayed"))
             continue
+        rt.status.reopen(job.account, job.idempotency_key)
         producer.enqueue(**job.kwargs())
         rt.dead_letters.remove([entry_id])
         result.replayed.append(entry_id)

@@ -46,6 +46,7 @@ class Park:
     due_at: float | None
     detail: str
     error: dict[str, Any] | None = None
+    stored: bool = False  # already in the parking lot (parked by the check that decided it)
 
 
 @dataclass(frozen=True, slots=True)

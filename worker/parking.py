@@ -33,6 +33,7 @@ class ParkReason(StrEnum):
     NIGHT = "night"  # -133: no sending 22:00-06:00
     PAUSED = "paused"  # the account needs a human
     BUSY = "busy"  # another worker holds the job's claim
+    ORDER = "order"  # a lower step of the same journey is not sent yet (worker/ordering.py)
 
 
 @dataclass(frozen=True, slots=True)

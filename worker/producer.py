@@ -1,7 +1,10 @@
 """Producer API for Python apps: validate in the billing app, then enqueue one or many steps.
 
 A producer needs nothing of ours to enqueue (`Celery(broker=URL).send_task(TASK_NAME, kwargs=…,
-queue="zns")` works); this module adds validation before the queue and efficient bulk publishing.
+queue="zns")` works); this module adds validation before the queue, efficient bulk publishing,
+the `enqueued` status of every step (written to the state Redis before the publish, pipelined per
+batch: it also tells ordered journeys which steps exist), status look-ups, and Celery callbacks
+(`link=`: a task signature that receives the step's result dict).
 """
 
 from __future__ import annotations
@@ -11,13 +14,21 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from celery import Celery
+from celery.canvas import Signature
 
 from worker.bulk import BulkPublisher
 from worker.celery_app import create_celery, publish_step
+from worker.clock import system_clock
 from worker.errors import InvalidJob
 from worker.job import Job, parse_job
-from worker.settings import Settings
+from worker.keys import Keys
+from worker.settings import DEFAULT_ACCOUNT, Settings
+from worker.status import Lookup, StatusStore, StepStatus
+
+#: The producer's connections to the state Redis (status writes and look-ups only).
+STATE_CONNECTIONS = 8
 
 
 @dataclass
@@ -42,7 +53,10 @@ class Producer:
     """Validates journey steps and publishes them to the `zns` queue."""
 
     def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
+        self._settings = settings
         self._app = app or create_celery(settings)
+        self._redis: redis.Redis | None = None
+        self._status: StatusStore | None = None
 
     @property
     def app(self) -> Celery:
@@ -54,10 +68,25 @@ class Producer:
         """Validate one job as the worker will; raises InvalidJob with a clear reason."""
         return parse_job(dict(job), default_key=uuid.uuid4().hex)
 
-    def enqueue(self, **job: Any) -> str:
-        """Validate and enqueue one step; returns the Celery task id."""
+    def enqueue(self, *, link: object = None, **job: Any) -> str:
+        """Validate and enqueue one step; returns the Celery task id. `link`: a Celery signature
+        called with the step's result dict (`status`, `msg_id`, ...) when the task returns."""
         valid = self.validate(job)
-        return self._publish([valid])[0]
+        return self._publish([valid], link=_signature(link))[0]
+
+    def status(
+        self, value: str, *, by: Lookup = Lookup.IDEMPOTENCY_KEY, account: str = DEFAULT_ACCOUNT
+    ) -> StepStatus | None:
+        """A step's recorded life (enqueued, parked, sent, delivered, dead-lettered) by its
+        idempotency key, tracking id or Zalo msg_id; None if nothing is recorded."""
+        return self._status_store().get(account, value, by)
+
+    def close(self) -> None:
+        """Release the state-Redis connections (the Celery app keeps its own pool)."""
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+            self._status = None
 
     def enqueue_many(
         self,
@@ -65,6 +94,7 @@ class Producer:
         *,
         skip_invalid: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        link: Signature | None = None,
     ) -> BulkReport:
         """Validate every job, then publish them over one connection.
 
@@ -81,21 +111,54 @@ class Producer:
                 report.rejected.append((index, str(exc)))
         if report.rejected and not skip_invalid:
             raise BulkInvalid(report.rejected)
-        report.task_ids = self._publish(valid, on_progress=on_progress)
+        report.task_ids = self._publish(valid, on_progress=on_progress, link=link)
         return report
 
     def _publish(
-        self, jobs: list[Job], *, on_progress: Callable[[int], None] | None = None
+        self,
+        jobs: list[Job],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        link: Signature | None = None,
     ) -> list[str]:
-        items = [(_task_id(job), job.kwargs()) for job in jobs]
+        ids = [_task_id(job) for job in jobs]
+        by_id = dict(zip(ids, jobs, strict=True))
+        items = [(task_id, job.kwargs()) for task_id, job in zip(ids, jobs, strict=True)]
+
+        def before(batch: list[tuple[str, dict[str, Any]]]) -> None:
+            self._status_store().mark_enqueued([(task_id, by_id[task_id]) for task_id, _ in batch])
+
         if len(items) == 1:
+            before(items)
             task_id, kwargs = items[0]
-            publish_step(self._app, kwargs, task_id=task_id)
+            publish_step(self._app, kwargs, task_id=task_id, link=link)
             if on_progress is not None:
                 on_progress(1)
         else:
-            BulkPublisher(self._app).publish(items, on_progress=on_progress)
-        return [task_id for task_id, _ in items]
+            BulkPublisher(self._app, link=link).publish(
+                items, on_progress=on_progress, before_batch=before
+            )
+        return ids
+
+    def _status_store(self) -> StatusStore:
+        if self._status is None:
+            from worker.runtime import redis_client  # noqa: PLC0415 (not for every importer)
+
+            self._redis = redis_client(self._settings.redis_url, max_connections=STATE_CONNECTIONS)
+            self._status = StatusStore(
+                self._redis,
+                Keys(self._settings.key_prefix),
+                clock=system_clock,
+                retention_s=self._settings.pipeline.idempotency_retention_s,
+            )
+        return self._status
+
+
+def _signature(link: object) -> Signature | None:
+    """`link` as a Celery signature (typed `object` so job fields can be passed as **kwargs)."""
+    if link is None or isinstance(link, Signature):
+        return link
+    raise TypeError(f"link must be a Celery signature, got {type(link).__name__}")
 
 
 def _task_id(job: Job) -> str:

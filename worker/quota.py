@@ -54,6 +54,7 @@ class QuotaStore:
         self._reserve = register(client, "reserve")
         self._observe = register(client, "quota_observe")
         self._give_back = register(client, "quota_release")
+        self._rebase = register(client, "quota_rebase")
 
     def reserve(self, account: str, template_id: str, *, probe: bool = False) -> Gate:
         """Pass the pause, template and quota gates and take one unit, atomically."""
@@ -81,6 +82,15 @@ class QuotaStore:
     def set(self, account: str, remaining: int, daily: int | None) -> int:
         """Take Zalo's figure (minus sends in flight) after exhaustion or a reset."""
         return self._fold(account, remaining, daily, "set")
+
+    def rebase(self, account: str, new_daily: int, *, prev_daily: int | None = None) -> int | None:
+        """Zalo changed the daily quota: move the counter by the change (once, however often the
+        event comes); None when there is no counter yet."""
+        now = self._clock()
+        prev = "" if prev_daily is None else prev_daily
+        args = [prev, new_daily, ms(next_quota_reset(now)), ms(now)]
+        result = int(self._rebase(keys=[self._keys.quota(account)], args=args))
+        return None if result < 0 else result
 
     def exhaust(self, account: str) -> None:
         """Zalo said the daily quota is used up (-144 and friends): counter to zero until reset."""

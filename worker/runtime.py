@@ -19,6 +19,7 @@ from worker.deadletters import DeadLetterStore
 from worker.idempotency import IdempotencyStore
 from worker.journey_tokens import JourneyTokenStore
 from worker.keys import Keys
+from worker.ordering import StepOrder
 from worker.parking import ParkingLot
 from worker.policy import ErrorPolicy
 from worker.quota import QuotaStore
@@ -26,6 +27,7 @@ from worker.ratelimit import RateLimiter
 from worker.retry import RetryPolicy
 from worker.sender import JourneySender, Stores
 from worker.settings import AccountSettings, Settings
+from worker.status import StatusStore
 from worker.step_gate import StepGate
 from worker.zalo.client import ZaloClient
 from worker.zalo.models import AccessTokenPair
@@ -130,6 +132,8 @@ class Runtime:
     journey_tokens: JourneyTokenStore
     access_tokens: AccessTokenManager
     limiter: RateLimiter
+    status: StatusStore
+    order: StepOrder
     sender: JourneySender
 
     def close(self) -> None:
@@ -185,6 +189,14 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
     )
     dead_letters = DeadLetterStore(client, keys, clock=clock)
     limiter = RateLimiter(client, keys, accounts=settings.account, max_wait_s=p.rate_max_wait_s)
+    status = StatusStore(client, keys, clock=clock, retention_s=p.idempotency_retention_s)
+    order = StepOrder(
+        client,
+        keys,
+        clock=clock,
+        max_wait_s=p.order_max_wait_s,
+        retention_s=p.idempotency_retention_s,
+    )
     sender = JourneySender(
         gate=StepGate(
             client,
@@ -202,6 +214,8 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
             parking=parking,
             dead_letters=dead_letters,
             journey_tokens=journey_tokens,
+            status=status,
+            order=order,
         ),
         access_tokens=access_tokens,
         policy=ErrorPolicy(
@@ -233,6 +247,8 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         journey_tokens=journey_tokens,
         access_tokens=access_tokens,
         limiter=limiter,
+        status=status,
+        order=order,
         sender=sender,
     )
 

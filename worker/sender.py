@@ -1,12 +1,13 @@
 """JourneySender: one journey step through every gate to Zalo and back. Knows nothing of Celery.
 
+    [order (numbered steps only; one Redis call: park while a lower step of the journey is due)]
     begin (one Redis call: claim, pause / template / quota gates, rate slot, quota unit,
            access token, journey token)
       ─► journey token (reuse, or create exactly once) ─► send
-      ─► finish (one Redis call: settle quota, mark sent)
+      ─► finish (one Redis call: settle quota, mark sent, record status, wake waiting steps)
 
-Two Redis round trips per sent message in steady state. Each failure becomes an Outcome chosen by
-`ErrorPolicy` from the error's action (see `worker/zalo/error-codes.csv`).
+Two Redis round trips per sent message in steady state (three for a numbered step). Each failure
+becomes an Outcome chosen by `ErrorPolicy` from the error's action (`worker/zalo/error-codes.csv`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from worker.errors import Action, ZaloError
 from worker.idempotency import IdempotencyStore
 from worker.job import Job
 from worker.journey_tokens import CachedToken, JourneyTokenStore, TokenRef
+from worker.ordering import StepOrder
 from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
 from worker.parking import ParkingLot, ParkReason
 from worker.policy import ErrorPolicy
 from worker.quota import QuotaStore
+from worker.status import StatusStore
 from worker.step_gate import Begin, Started, StepGate, StepKeys
 from worker.zalo.client import ZaloClient
 from worker.zalo.models import Quota, SendResult
@@ -69,6 +72,8 @@ class Stores:
     parking: ParkingLot
     dead_letters: DeadLetterStore
     journey_tokens: JourneyTokenStore
+    status: StatusStore
+    order: StepOrder
 
 
 class JourneySender:
@@ -85,6 +90,7 @@ class JourneySender:
         default_token_type: Callable[[str], str],
         clock: Clock,
         sleep: Callable[[float], None] = time.sleep,
+        on_wake: Callable[[str], object] | None = None,
     ) -> None:
         self._gate = gate
         self._s = stores
@@ -94,9 +100,16 @@ class JourneySender:
         self._token_type = default_token_type
         self._clock = clock
         self._sleep = sleep
+        #: Called with the account when a finished step woke waiting steps of its journey (the
+        #: worker re-enqueues them at once instead of at its next maintenance pass).
+        self.on_wake = on_wake
 
     def process(self, job: Job, attempt: Attempt) -> Outcome:
-        """Run one step: begin, send, record."""
+        """Run one step: order, begin, send, record."""
+        check = self._s.order.check(job, {"history": list(attempt.history)})
+        if check.parked is not None:
+            _count(job.account, check.parked)
+            return check.parked
         ref = self._ref(job)
         step = StepKeys(
             job.account, job.idempotency_key, job.template_id, self._s.journey_tokens.key(ref)
@@ -183,25 +196,26 @@ class JourneySender:
             self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
             return self._policy.decide(job.account, job.template_id, attempt.retries, exc)
         sent = self._result(job, token, result)
-        self._settle_sent(step, attempt.task_id, sent, result.quota)
+        self._woke(job.account, self._settle_sent(step, job, attempt.task_id, sent, result.quota))
         return Sent(sent)
 
     def _settle_sent(
-        self, step: StepKeys, owner: str, sent: dict[str, Any], quota: Quota | None
-    ) -> None:
+        self, step: StepKeys, job: Job, owner: str, sent: dict[str, Any], quota: Quota | None
+    ) -> int:
         """Record a send Zalo accepted, riding out a Redis restart: giving up here would release
         the claim and send the message again. If Redis stays away, the claim (held until its
-        ttl) still turns a redelivery away meanwhile; the step is reported sent either way."""
+        ttl) still turns a redelivery away meanwhile; the step is reported sent either way.
+        Returns how many waiting steps of the journey were woken."""
         for pause in (*SETTLE_PAUSES_S, None):
             try:
-                self._gate.finish_sent(step, owner=owner, result=sent, quota=quota)
-                return
+                return self._gate.finish_sent(step, job, owner=owner, result=sent, quota=quota)
             except (redis.RedisError, OSError) as exc:
                 if pause is None:
                     metrics.SENT_NOT_RECORDED.labels(step.account).inc()
                     log.error("sent but not recorded: state Redis unreachable (%s)", exc)
-                    return
+                    return 0
                 self._sleep(pause)
+        return 0
 
     def _send_renewing_token(
         self, job: Job, ref: TokenRef, grant: AccessGrant, cached: CachedToken | None
@@ -281,6 +295,8 @@ class JourneySender:
             )
             result = {"status": "dead_lettered", "reason": outcome.reason, "code": outcome.code}
             self._s.idempotency.mark_dead(job.account, key, owner=owner, result=result)
+            woken = self._s.status.mark_dead(job, reason=outcome.reason, code=outcome.code)
+            self._woke(job.account, woken)
         elif isinstance(outcome, Park):
             self._s.parking.park(
                 job.account,
@@ -290,9 +306,14 @@ class JourneySender:
                 meta={"history": history},
                 detail=outcome.detail,
             )
+            self._s.status.mark_parked(job, reason=outcome.reason.value, due_at=outcome.due_at)
             self._s.idempotency.release(job.account, key, owner=owner)
         elif isinstance(outcome, Retry) and outcome.error.get("class") not in WAIT_CLASSES:
             self._s.idempotency.release(job.account, key, owner=owner)
+
+    def _woke(self, account: str, woken: int) -> None:
+        if woken and self.on_wake is not None:
+            self.on_wake(account)
 
     def _resume_after_probe(self, account: str) -> None:
         if self._s.accounts.resume(account):

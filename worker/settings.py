@@ -81,6 +81,31 @@ class PipelineSettings(BaseModel):
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
     release_batch: int = Field(default=500, ge=1)
+    #: A numbered step waits (parked, no worker slot held) at most this long for the lower steps of
+    #: its journey; then it is sent anyway (logged, counted). Ten minutes covers retries with
+    #: backoff and a maintenance pass or two; longer holds (quota, night) hold the lower steps too.
+    order_max_wait_s: float = Field(default=600.0, gt=0)
+
+
+class WebhookSettings(BaseModel):
+    """`zns webhooks`: where it listens and what it accepts from Zalo."""
+
+    host: str = "127.0.0.1"  # behind the ingress / reverse proxy that terminates TLS
+    port: int = Field(default=8780, ge=0, le=65_535)
+    path: str = Field(default="/zalo/webhook", pattern=r"^/[A-Za-z0-9_./-]*$")
+    #: Zalo's events are < 2 KiB; anything this large is not from Zalo: 413 before reading it.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Oldest event timestamp accepted. Zalo redelivers an event it got no 200 for for about an
+    #: hour; whether a redelivery is re-signed with a new timestamp is not published, so the
+    #: window covers the whole series. Replays inside it are caught by the dedupe key.
+    max_age_s: int = Field(default=7200, ge=1)
+    max_future_s: int = Field(default=300, ge=0)  # clock skew tolerated the other way
+    metrics_port: int = Field(default=9809, ge=0, le=65_535)  # 0 disables /metrics
+
+    @property
+    def dedupe_ttl_s(self) -> int:
+        """How long an event id is remembered: every timestamp still accepted, plus a minute."""
+        return self.max_age_s + self.max_future_s + 60
 
 
 class AccountSettings(BaseModel):
@@ -88,6 +113,9 @@ class AccountSettings(BaseModel):
 
     app_id: str | None = None
     secret_key: SecretStr | None = None
+    oa_id: str | None = None  # tells apart OAs that share one app in webhook events
+    #: The "OA Secret Key" of the app's webhook page (signs events); default: `secret_key`.
+    webhook_secret_key: SecretStr | None = None
     access_token: SecretStr | None = None  # bootstrap value; Redis holds the live one
     refresh_token: SecretStr | None = None  # bootstrap value; single-use, rotates on refresh
     token_type: TokenType = DEFAULT_TOKEN_TYPE
@@ -113,6 +141,8 @@ class Settings(BaseSettings):
     oauth_base_url: str = ZALO_OAUTH_BASE_URL
     app_id: str | None = None
     secret_key: SecretStr | None = None
+    oa_id: str | None = None
+    webhook_secret_key: SecretStr | None = None  # default: secret_key
     access_token: SecretStr | None = None  # bootstrap value; Redis holds the live one
     refresh_token: SecretStr | None = None  # bootstrap value; single-use, rotates on refresh
     token_type: TokenType = DEFAULT_TOKEN_TYPE
@@ -125,6 +155,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     celery: CelerySettings = CelerySettings()
     pipeline: PipelineSettings = PipelineSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     #: Further OAs by name (ZNS_ACCOUNTS__<NAME>__APP_ID …); "default" is the top-level values.
     accounts: dict[str, AccountSettings] = {}
 
@@ -176,6 +207,8 @@ class Settings(BaseSettings):
             return AccountSettings(
                 app_id=self.app_id,
                 secret_key=self.secret_key,
+                oa_id=self.oa_id,
+                webhook_secret_key=self.webhook_secret_key,
                 access_token=self.access_token,
                 refresh_token=self.refresh_token,
                 token_type=self.token_type,

@@ -3,8 +3,10 @@
 `begin` (one Lua call, `begin_step.lua`): claim the idempotency key, pass the pause / template /
 quota gates, take a global rate-limit slot, reserve a quota unit, and read the access token and
 the journey token. `finish_sent` (one Lua call, `finish_sent.lua`): settle the quota unit with
-the figure Zalo reported and mark the job sent. Each piece is the same Lua function the single
-stores use (`worker/lua/lib/`), so the guarantees are those of the stores, in fewer round trips.
+the figure Zalo reported, mark the job sent and record its status (`worker/status.py`: msg_id,
+sent time, journey id, indexes; the waiting higher steps of an ordered journey are woken). Each
+piece is the same Lua function the single stores use (`worker/lua/lib/`), so the guarantees are
+those of the stores, in fewer round trips.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any
 import redis
 
 from worker.clock import Clock, ms, next_quota_reset
+from worker.job import Job
 from worker.keys import Keys
 from worker.ratelimit import RateLimiter
 from worker.scripts import register
+from worker.status import step_identity
 from worker.zalo.models import Quota
 
 
@@ -108,26 +112,59 @@ class StepGate:
         return _started([str(part) for part in self._begin(keys=keys, args=args)])
 
     def finish_sent(
-        self, step: StepKeys, *, owner: str, result: dict[str, Any], quota: Quota | None
-    ) -> None:
-        """Settle the quota unit (with Zalo's figure) and mark the job sent."""
+        self,
+        step: StepKeys,
+        job: Job,
+        *,
+        owner: str,
+        result: dict[str, Any],
+        quota: Quota | None,
+    ) -> int:
+        """Settle the quota unit (with Zalo's figure), mark the job sent and record its status;
+        returns how many steps of the journey that waited for this one were woken."""
         now = self._clock()
-        remaining = "" if quota is None or quota.remaining_quota is None else quota.remaining_quota
-        daily = "" if quota is None or quota.daily_quota is None else quota.daily_quota
+        msg_id = str(result.get("msg_id") or "")
         keys = [
             self._keys.idempotency(step.account, step.idempotency_key),
             self._keys.quota(step.account),
+            *self._status_keys(job, msg_id),
         ]
         args = [
             owner,
             json.dumps(result, separators=(",", ":")),
             self._retention_ms,
-            remaining,
-            daily,
-            ms(next_quota_reset(now)),
-            ms(now),
+            *_quota_args(quota, now),
+            *_status_args(job, result, msg_id, ms(now)),
         ]
-        self._finish(keys=keys, args=args)
+        return int(self._finish(keys=keys, args=args)[3])
+
+    def _status_keys(self, job: Job, msg_id: str) -> list[str]:
+        a, k = job.account, self._keys
+        return [
+            k.status(a, job.idempotency_key),
+            k.status_by_msg(a, msg_id),
+            k.status_by_tracking(a, job.tracking_id),
+            k.early_delivery(a, msg_id),
+            k.journey_steps(a, job.phone, job.journey),
+            k.order_pending(a, job.phone, job.journey),
+            k.order_waiters(a, job.phone, job.journey),
+            k.parked(a),
+        ]
+
+
+def _quota_args(quota: Quota | None, now: float) -> list[str | int]:
+    """remainingQuota and dailyQuota as Zalo reported them ('' if not), the reset, now (ms)."""
+    remaining = "" if quota is None or quota.remaining_quota is None else quota.remaining_quota
+    daily = "" if quota is None or quota.daily_quota is None else quota.daily_quota
+    return [remaining, daily, ms(next_quota_reset(now)), ms(now)]
+
+
+def _status_args(job: Job, result: dict[str, Any], msg_id: str, now_ms: int) -> list[str | int]:
+    """What finish_sent.lua records in the step's status (ARGV[8..16])."""
+    key, number, tracking, journey, phone, template = step_identity(job)
+    sent_ms = result.get("sent_time") or now_ms
+    journey_id = result.get("journey_id") or ""
+    return [key, number, msg_id, sent_ms, journey_id, tracking, journey, phone, template]
 
 
 def _started(reply: list[str]) -> Started:

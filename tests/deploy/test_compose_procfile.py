@@ -19,7 +19,7 @@ from worker.settings import CelerySettings
 
 COMPOSE = REPO / "docker-compose.yml"
 PROCFILE = REPO / "Procfile"
-ZNS_SERVICES = ("worker", "flower", "sandbox")
+ZNS_SERVICES = ("worker", "flower", "sandbox", "webhooks")
 PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 DURATION = re.compile(r"^(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -45,7 +45,7 @@ def _seconds(duration: str) -> int:
     return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
 
 
-def test_compose_has_redis_worker_flower_and_sandbox(services: dict[str, Any]) -> None:
+def test_compose_has_redis_worker_flower_sandbox_and_webhooks(services: dict[str, Any]) -> None:
     assert set(services) == {"redis", *ZNS_SERVICES}
 
 
@@ -75,6 +75,14 @@ def test_the_worker_talks_to_the_sandbox_by_default(services: dict[str, Any]) ->
     assert env["ZNS_OAUTH_BASE_URL"] == f"http://sandbox:{port}"
     assert env["ZNS_REDIS_URL"].startswith("redis://redis:")
     assert services["worker"]["depends_on"]["sandbox"]["condition"] == "service_healthy"
+
+
+def test_the_sandbox_reports_deliveries_to_the_receiver(services: dict[str, Any]) -> None:
+    sandbox = services["sandbox"]["command"]
+    receiver = services["webhooks"]["command"]
+    port = receiver[receiver.index("--port") + 1]
+    assert sandbox[sandbox.index("--webhook-url") + 1] == f"http://webhooks:{port}/zalo/webhook"
+    assert services["webhooks"]["environment"]["ZNS_SECRET_KEY"] == "sandbox-secret"
 
 
 def test_the_worker_may_finish_its_jobs_on_stop(services: dict[str, Any]) -> None:
@@ -126,7 +134,7 @@ def _procfile() -> dict[str, str]:
     return processes
 
 
-def test_procfile_has_worker_flower_sandbox_and_no_singleton() -> None:
+def test_procfile_has_worker_flower_sandbox_webhooks_and_no_singleton() -> None:
     processes = _procfile()
     assert set(processes) == set(ZNS_SERVICES)
     assert not any("beat" in command for command in processes.values()), (

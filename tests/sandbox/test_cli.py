@@ -85,3 +85,17 @@ def test_a_port_in_use_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     result = runner.invoke(_app(), ["--port", "8765"])
     assert result.exit_code == 1
     assert "cannot listen on 127.0.0.1:8765: Address already in use" in result.output
+
+
+def test_webhook_options(served: list[SandboxConfig]) -> None:
+    args = ["--webhook-url", "http://127.0.0.1:8780/zalo/webhook", "--webhook-delay-ms", "50"]
+    result = runner.invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    [config] = served
+    assert config.webhook_url == "http://127.0.0.1:8780/zalo/webhook"
+    assert config.webhook_delay_ms == 50
+
+
+def test_a_webhook_url_must_be_http(served: list[SandboxConfig]) -> None:
+    assert runner.invoke(_app(), ["--webhook-url", "ftp://x/y"]).exit_code == 2
+    assert served == []

@@ -31,6 +31,7 @@ from worker.sandbox.config import (
 from worker.sandbox.faults import Fault, FaultDice, FaultPlan
 from worker.sandbox.records import AccountSpec, ScriptedError, TemplateSpec, record_to_json
 from worker.sandbox.state import API_MESSAGES, ApiFailure, OAuthFailure, SandboxState
+from worker.sandbox.webhooks import WebhookSender
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Body = dict[str, Any]
@@ -52,10 +53,16 @@ def create_app(config: SandboxConfig, *, now: Callable[[], float] = time.time) -
     """The sandbox as an aiohttp application with fresh state built from `config`."""
     state = SandboxState(config, now)
     dice = FaultDice(config.seed)
+    webhooks = WebhookSender(state)
     app = web.Application()
     app[STATE_KEY] = state
-    app.add_routes(_ZaloRoutes(state, dice).routes())
-    app.add_routes(_ControlRoutes(state, dice).routes())
+    app.add_routes(_ZaloRoutes(state, dice, webhooks).routes())
+    app.add_routes(_ControlRoutes(state, dice, webhooks).routes())
+
+    async def close_webhooks(_app: web.Application) -> None:
+        await webhooks.close()
+
+    app.on_cleanup.append(close_webhooks)
     return app
 
 
@@ -92,9 +99,10 @@ def _ms(value: int) -> str:
 class _ZaloRoutes:
     """Zalo's calls: get-token, send, check-token, quota, status, and the OAuth refresh."""
 
-    def __init__(self, state: SandboxState, dice: FaultDice) -> None:
+    def __init__(self, state: SandboxState, dice: FaultDice, webhooks: WebhookSender) -> None:
         self._state = state
         self._dice = dice
+        self._webhooks = webhooks
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -188,6 +196,7 @@ class _ZaloRoutes:
         receipt = self._state.send(
             headers.get("access_token"), headers.get("journey_token"), payload
         )
+        self._webhooks.after_send(receipt)
         message, quota = receipt.message, receipt.quota
         data = {
             "msg_id": message.msg_id,
@@ -294,9 +303,10 @@ def _is_local(request: web.Request) -> bool:
 class _ControlRoutes:
     """`/_sandbox/*`: inspect what the sandbox received and steer what it does next."""
 
-    def __init__(self, state: SandboxState, dice: FaultDice) -> None:
+    def __init__(self, state: SandboxState, dice: FaultDice, webhooks: WebhookSender) -> None:
         self._state = state
         self._dice = dice
+        self._webhooks = webhooks
 
     def routes(self) -> list[web.RouteDef]:
         guard = self._guard
@@ -305,6 +315,7 @@ class _ControlRoutes:
             web.get("/_sandbox/messages", guard(self._messages)),
             web.get("/_sandbox/journey-tokens", guard(self._journey_tokens)),
             web.get("/_sandbox/refreshes", guard(self._refreshes)),
+            web.get("/_sandbox/webhooks", guard(self._webhook_deliveries)),
             web.get("/_sandbox/faults", guard(self._get_faults)),
             web.post("/_sandbox/faults", guard(self._set_faults)),
             web.post("/_sandbox/reset", guard(self._reset)),
@@ -356,6 +367,9 @@ class _ControlRoutes:
     async def _refreshes(self, _request: web.Request) -> object:
         return [record_to_json(attempt) for attempt in self._state.refreshes()]
 
+    async def _webhook_deliveries(self, _request: web.Request) -> object:
+        return [record_to_json(delivery) for delivery in self._state.webhooks()]
+
     async def _get_faults(self, _request: web.Request) -> object:
         config = self._state.config
         return {name: _jsonable(getattr(config, name)) for name in sorted(RUNTIME_FIELDS)}
@@ -371,6 +385,7 @@ class _ControlRoutes:
         return await self._get_faults(request)
 
     async def _reset(self, _request: web.Request) -> object:
+        self._webhooks.cancel_pending()
         self._state.reset()
         self._dice.reseed(self._state.config.seed)
         return {"ok": True}
@@ -382,7 +397,13 @@ class _ControlRoutes:
 
     async def _set_quota(self, request: web.Request) -> object:
         body = _QuotaBody.model_validate(await self._body(request))
+        before = self._state.stats().quota
         self._state.set_quota(body.daily_quota, body.remaining, body.app_id)
+        for app_id, quota in self._state.stats().quota.items():
+            if before[app_id].daily_quota != quota.daily_quota:
+                self._webhooks.after_quota_change(
+                    app_id, before[app_id].daily_quota, quota.daily_quota
+                )
         return self._quota_snapshot()
 
     def _quota_snapshot(self) -> object:
@@ -390,7 +411,12 @@ class _ControlRoutes:
 
     async def _advance_clock(self, request: web.Request) -> object:
         body = _ClockBody.model_validate(await self._body(request))
+        before_ms = self._state.clock.now_ms()
         self._state.clock.advance(body.seconds)
+        after_ms = self._state.clock.now_ms()
+        for token in self._state.journey_tokens():
+            if before_ms < token.expires_at_ms <= after_ms:
+                self._webhooks.after_expiry(token)
         return {"clock_offset_s": self._state.clock.offset_s, "now_ms": self._state.clock.now_ms()}
 
     async def _script(self, request: web.Request) -> object:

@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from worker.sandbox.config import DEFAULT_DAILY_QUOTA, DEFAULT_PORT, SandboxConfig, is_loopback
+from worker.sandbox.config import (
+    DEFAULT_DAILY_QUOTA,
+    DEFAULT_PORT,
+    DEFAULT_WEBHOOK_DELAY_MS,
+    SandboxConfig,
+    is_loopback,
+)
 from worker.sandbox.server import serve
 
 EXIT_USAGE = 2
@@ -61,6 +67,13 @@ def sandbox_command(  # keyword-only: typer passes options by name
         typer.Option(help="Limit faults to these calls (repeatable): get-token, send, ..."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault dice.")] = None,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(help="POST signed webhook events (delivery, journey charged) here."),
+    ] = None,
+    webhook_delay_ms: Annotated[
+        int, typer.Option(min=0, help="From an accepted send to its webhook events.")
+    ] = DEFAULT_WEBHOOK_DELAY_MS,
     allow_remote: Annotated[
         bool, typer.Option("--allow-remote", help="Allow binding a non-loopback interface.")
     ] = False,
@@ -91,6 +104,8 @@ def sandbox_command(  # keyword-only: typer passes options by name
         "stall_rate": stall_rate,
         "stall_ms": stall_ms,
         "seed": seed,
+        "webhook_url": webhook_url,
+        "webhook_delay_ms": webhook_delay_ms,
     }
     if fault_endpoint:
         options["fault_endpoints"] = frozenset(fault_endpoint)

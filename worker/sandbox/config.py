@@ -46,8 +46,17 @@ RUNTIME_FIELDS: Final = frozenset(
         "stall_rate",
         "stall_ms",
         "fault_endpoints",
+        "webhook_url",
+        "webhook_delay_ms",
+        "webhook_attempts",
+        "webhook_retry_ms",
     }
 )
+# Zalo reports a delivery within seconds of the send; the default keeps the demo realistic
+# without slowing tests (the worker records its send well within it).
+DEFAULT_WEBHOOK_DELAY_MS: Final = 200
+DEFAULT_WEBHOOK_ATTEMPTS: Final = 4  # Zalo redelivers an event that got no 200, a few times
+DEFAULT_WEBHOOK_RETRY_MS: Final = 500  # first redelivery delay, doubled each time
 
 
 class SandboxConfig(BaseModel):
@@ -78,6 +87,13 @@ class SandboxConfig(BaseModel):
     fault_endpoints: frozenset[str] = ENDPOINTS
     seed: int | None = None  # for the fault dice; ids are random regardless
 
+    # Signed webhook events (user_received_message, event_journey_acknowledged) after each
+    # accepted send, POSTed to this URL; None: no webhooks.
+    webhook_url: str | None = None
+    webhook_delay_ms: NonNegativeInt = DEFAULT_WEBHOOK_DELAY_MS  # send -> delivery event
+    webhook_attempts: Annotated[int, Field(ge=1, le=10)] = DEFAULT_WEBHOOK_ATTEMPTS
+    webhook_retry_ms: NonNegativeInt = DEFAULT_WEBHOOK_RETRY_MS
+
     app_id: str = "sandbox-app"
     secret_key: str = "sandbox-secret"
     oa_id: str = "sandbox-oa"
@@ -90,6 +106,13 @@ class SandboxConfig(BaseModel):
         unknown = value - ENDPOINTS
         if unknown:
             raise ValueError(f"unknown endpoints {sorted(unknown)}; known: {sorted(ENDPOINTS)}")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
         return value
 
 

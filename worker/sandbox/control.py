@@ -18,6 +18,7 @@ from worker.sandbox.records import (
     SentMessage,
     TemplateKind,
     TemplateSpec,
+    WebhookDelivery,
 )
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -69,6 +70,10 @@ class SandboxControl:
         """Every refresh attempt, in order."""
         return [RefreshAttempt(**item) for item in self._get("/_sandbox/refreshes")]
 
+    def webhooks(self) -> list[WebhookDelivery]:
+        """Webhook events sent (or given up on), in the order they finished."""
+        return [WebhookDelivery(**item) for item in self._get("/_sandbox/webhooks")]
+
     def faults(self) -> dict[str, Any]:
         """The current runtime settings (latency, fault rates, night hours, ...)."""
         result: dict[str, Any] = self._get("/_sandbox/faults")
@@ -88,6 +93,21 @@ class SandboxControl:
         }
         result: dict[str, Any] = self._post("/_sandbox/faults", body)
         return result
+
+    def set_webhook(
+        self,
+        url: str | None,
+        *,
+        delay_ms: int | None = None,
+        attempts: int | None = None,
+        retry_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Send signed webhook events to `url` after each accepted send (None: stop)."""
+        settings: dict[str, Any] = {"webhook_url": url}
+        for name, value in (("delay_ms", delay_ms), ("attempts", attempts), ("retry_ms", retry_ms)):
+            if value is not None:
+                settings[f"webhook_{name}"] = value
+        return self.set_faults(**settings)
 
     def reset_quota(self, app_id: str | None = None) -> dict[str, Quota]:
         """Remaining quota back to the daily quota (one OA or all)."""

@@ -107,6 +107,20 @@ class SendReceipt:
 
     message: SentMessage
     quota: Quota
+    first_of_journey: bool = False  # the journey token's first message: the journey is charged
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One webhook event the sandbox sent (or tried to): what, to whom, and how it went."""
+
+    event_name: str
+    app_id: str
+    subject: str  # msg_id for a delivery, journey_id for a journey event
+    timestamp_ms: int
+    attempts: int
+    http_status: int | None  # of the last attempt; None when it never got an answer
+    delivered: bool  # a 2xx was received
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +157,9 @@ class SandboxStats:
         return cls(**fields)
 
 
-def record_to_json(record: JourneyToken | SentMessage | RefreshAttempt) -> dict[str, Any]:
+def record_to_json(
+    record: JourneyToken | SentMessage | RefreshAttempt | WebhookDelivery,
+) -> dict[str, Any]:
     """A record as a JSON-ready dict whose keys are the dataclass fields."""
     return dataclasses.asdict(record)
 

@@ -34,6 +34,7 @@ from worker.sandbox.records import (
     TemplateKind,
     TemplateSpec,
     TokenPair,
+    WebhookDelivery,
     template_key,
 )
 
@@ -215,6 +216,7 @@ class SandboxState:
         self._tracking_ids: set[tuple[str, str]] = set()
         self._refreshes: list[RefreshAttempt] = []
         self._scripts: list[ScriptedError] = []
+        self._webhooks: list[WebhookDelivery] = []
         config = self._initial
         self.add_account(
             AccountSpec(
@@ -346,6 +348,18 @@ class SandboxState:
         """The Official Account id behind an app id."""
         return self._accounts[app_id].oa_id
 
+    def signing_key(self, app_id: str) -> str:
+        """The key that signs this OA's webhook events (the sandbox uses the app's secret)."""
+        return self._accounts[app_id].secret_key
+
+    def webhooks(self) -> list[WebhookDelivery]:
+        """Webhook events sent (or given up on), in the order they finished."""
+        return list(self._webhooks)
+
+    def record_webhook(self, delivery: WebhookDelivery) -> None:
+        """Remember how one webhook event went."""
+        self._webhooks.append(delivery)
+
     def count_call(self, endpoint: str) -> None:
         """Count one call to a Zalo endpoint."""
         self.counters.calls[endpoint] += 1
@@ -425,8 +439,9 @@ class SandboxState:
         account = self._accounts[auth.app_id]
         self._spend_quota(account, template_id)
         auth.sends += 1
+        first = token.messages_sent == 0
         message = self._record_message(account, token, template_id, template_data, tracking_id)
-        return SendReceipt(message, Quota(account.daily_quota, account.remaining_quota))
+        return SendReceipt(message, Quota(account.daily_quota, account.remaining_quota), first)
 
     def check_journey_token(
         self, access_token: str | None, journey_token: str | None

@@ -47,3 +47,21 @@ local function settle(key, give_back)
   end
   return tonumber(redis.call('HGET', key, 'remaining'))
 end
+
+-- rebase(quota, prev_daily, new_daily, expire_at_ms, now_ms): Zalo changed the OA's daily quota
+-- (webhook change_oa_daily_quota). What was used today stays used, so the counter moves by the
+-- change, never below 0: new minus the daily figure we hold (so a redelivered event moves it
+-- once), or minus the event's previous figure when we hold none. Without a counter only the
+-- daily figure is kept (the next probe sets the counter).
+-- Returns the counter after the update, or -1 when there is none.
+local function rebase(key, prev_daily, new_daily, expire_at_ms, now_ms)
+  local prev = tonumber(redis.call('HGET', key, 'daily') or '') or tonumber(prev_daily)
+  local remaining = tonumber(redis.call('HGET', key, 'remaining') or '')
+  if remaining ~= nil and prev ~= nil then
+    remaining = math.max(remaining + tonumber(new_daily) - prev, 0)
+    redis.call('HSET', key, 'remaining', remaining)
+  end
+  redis.call('HSET', key, 'daily', new_daily, 'updated_at_ms', now_ms)
+  redis.call('PEXPIREAT', key, expire_at_ms)
+  return remaining or -1
+end
