@@ -88,10 +88,9 @@ class BulkPublisher:
         ]
         with self._app.connection_for_write() as conn, conn.channel() as channel:
             client = channel.client  # type: ignore[attr-defined]  # kombu Redis channel
-            with client.pipeline(transaction=False) as pipe:
-                for message in encoded:
-                    pipe.lpush(QUEUE, message)
-                pipe.execute()
+            # One LPUSH of the whole batch: pushed in order, popped from the other end, so the
+            # queue order is that of N single LPUSHes, in one command instead of N.
+            client.lpush(QUEUE, *encoded)
 
     def _kombu_batch(self, batch: Sequence[Item]) -> None:
         with self._app.producer_or_acquire() as producer, producer.batch(len(batch)):

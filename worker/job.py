@@ -7,6 +7,7 @@ worker can send, and a bad job fails in the billing app before it reaches the qu
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Annotated, Any
 
@@ -149,7 +150,19 @@ def parse_job(raw: object, *, default_key: str) -> Job:
 
 
 def _utf8(value: object) -> bool:
-    """Whether every string inside `value` can be sent as UTF-8 JSON."""
+    """Whether every string inside `value` can be sent as UTF-8 JSON (no lone surrogates).
+
+    One C-speed encode in the common case; the walk only for what JSON cannot encode."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=repr).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    except (TypeError, ValueError, RecursionError):
+        return _utf8_walk(value)
+    return True
+
+
+def _utf8_walk(value: object) -> bool:
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -157,9 +170,9 @@ def _utf8(value: object) -> bool:
             return False
         return True
     if isinstance(value, dict):
-        return all(_utf8(k) and _utf8(v) for k, v in value.items())
+        return all(_utf8_walk(k) and _utf8_walk(v) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return all(_utf8(item) for item in value)
+        return all(_utf8_walk(item) for item in value)
     return True
 
 
