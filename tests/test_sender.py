@@ -262,3 +262,23 @@ def test_a_send_that_cannot_be_recorded_keeps_its_claim(
     again = runtime.sender.process(job, attempt())
     assert isinstance(again, Retry) and again.error["class"] == "busy"
     assert control.stats().calls["send"] == 1
+
+
+def test_two_runs_of_one_task_never_free_each_others_claim(
+    runtime: Runtime, control: SandboxControl
+) -> None:
+    # Given a step whose task runs twice at once (redelivered after a broker connection loss
+    # while the first run goes on), the first run holding the claim
+    job = make_job()
+    first = Attempt(task_id="task-1")
+    runtime.idempotency.claim(job.account, job.idempotency_key, owner=first.owner)
+    # When the second run meets the claim, then gives up on the step (a transient failure)
+    second = Attempt(task_id="task-1")
+    outcome = runtime.sender.process(job, second)
+    assert isinstance(outcome, Retry) and outcome.error["class"] == "busy"
+    runtime.idempotency.release(job.account, job.idempotency_key, owner=second.owner)
+    # Then the first run's claim still holds: a third run waits instead of sending
+    third = runtime.sender.process(job, Attempt(task_id="task-1"))
+    assert isinstance(third, Retry) and third.error["class"] == "busy"
+    assert control.stats().calls.get("send", 0) == 0
+    assert runtime.idempotency.state(job.account, job.idempotency_key) == "claimed"

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -58,6 +59,11 @@ class Attempt:
 
     task_id: str
     retries: int = 0
+    #: Who holds the step's claim: unique per execution, not the task id. After a broker
+    #: connection loss the same task id can run twice at once (the message is redelivered while
+    #: the first run goes on); a claim owned by the task id would let one run release the
+    #: other's claim, and both would send.
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     probe: bool = False  # a canary for a paused account: may pass the pause gate
     history: tuple[dict[str, Any], ...] = ()  # earlier attempts' errors, kept with the job
 
@@ -137,10 +143,10 @@ class JourneySender:
     # -- begin -----------------------------------------------------------------------------------
 
     def _begin(self, step: StepKeys, attempt: Attempt) -> Started:
-        started = self._gate.begin(step, owner=attempt.task_id, probe=attempt.probe)
+        started = self._gate.begin(step, owner=attempt.owner, probe=attempt.probe)
         if started.state is Begin.UNKNOWN:
             self.probe_quota(step.account, first=True)
-            started = self._gate.begin(step, owner=attempt.task_id, probe=attempt.probe)
+            started = self._gate.begin(step, owner=attempt.owner, probe=attempt.probe)
         return started
 
     def _after_begin(
@@ -163,7 +169,7 @@ class JourneySender:
         try:
             return self._send_started(job, ref, step, attempt, started)
         except BaseException:
-            self._s.idempotency.release(job.account, job.idempotency_key, owner=attempt.task_id)
+            self._s.idempotency.release(job.account, job.idempotency_key, owner=attempt.owner)
             self._s.quota.release(job.account, give_back=True)
             raise
 
@@ -196,7 +202,7 @@ class JourneySender:
             self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
             return self._policy.decide(job.account, job.template_id, attempt.retries, exc)
         sent = self._result(job, token, result)
-        self._woke(job.account, self._settle_sent(step, job, attempt.task_id, sent, result.quota))
+        self._woke(job.account, self._settle_sent(step, job, attempt.owner, sent, result.quota))
         return Sent(sent)
 
     def _settle_sent(
@@ -277,7 +283,7 @@ class JourneySender:
     def _record(self, job: Job, attempt: Attempt, outcome: Outcome) -> None:
         """Persist the outcome, then finish the claim: a crash in between redoes, never loses.
         (A send is recorded by `finish_sent` itself; begin gives back claims it did not keep.)"""
-        key, owner = job.idempotency_key, attempt.task_id
+        key, owner = job.idempotency_key, attempt.owner
         error = outcome.error if isinstance(outcome, Retry | Park | DeadLetter) else None
         history = [*attempt.history, *([error] if error else [])]
         if isinstance(outcome, Sent) and attempt.probe:

@@ -190,6 +190,13 @@ class Settings(BaseSettings):
             raise ValueError("ZNS_CELERY__TIME_LIMIT_S must exceed ZNS_CELERY__SOFT_TIME_LIMIT_S")
         if p.claim_ttl_s <= c.time_limit_s:
             raise ValueError("ZNS_PIPELINE__CLAIM_TTL_S must exceed ZNS_CELERY__TIME_LIMIT_S")
+        if p.token_wait_s + p.rate_max_wait_s >= c.soft_time_limit_s:
+            # The threads pool enforces no time limit: the claim ttl (> the hard limit) outlives
+            # a step only if the step's own waits fit inside the limits.
+            raise ValueError(
+                "ZNS_PIPELINE__TOKEN_WAIT_S + ZNS_PIPELINE__RATE_MAX_WAIT_S must be below "
+                "ZNS_CELERY__SOFT_TIME_LIMIT_S"
+            )
         if c.visibility_timeout_s <= p.claim_ttl_s + p.retry_max_delay_s:
             raise ValueError(
                 "ZNS_CELERY__VISIBILITY_TIMEOUT_S must exceed ZNS_PIPELINE__CLAIM_TTL_S + "
