@@ -33,8 +33,8 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # An empty, root-owned working directory: no stray .env is read from it.
 WORKDIR /srv/zns
 USER 10001:10001
-# Prometheus metrics of the worker (ZNS_CELERY__METRICS_PORT); Flower listens on 5555.
-EXPOSE 9808 5555
+# Worker metrics (ZNS_CELERY__METRICS_PORT), Flower, the webhook receiver and its metrics.
+EXPOSE 9808 5555 8780 9809
 # Liveness: the worker's heartbeat file (no broker round trip). Flower and the sandbox override it.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["zns", "check"]
 # Exec form: SIGTERM reaches Celery itself (warm shutdown: tasks in hand finish), not a shell.

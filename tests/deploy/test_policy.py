@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel
+from starlette.routing import Route
 
 from tests.deploy.manifests import (
     BASE,
@@ -28,9 +29,22 @@ from tests.deploy.manifests import (
     split_image,
 )
 from worker.celery_app import QUEUE
-from worker.settings import NESTED_DELIMITER, CelerySettings, Settings
+from worker.settings import NESTED_DELIMITER, CelerySettings, Settings, WebhookSettings
+from worker.webhooks.app import HEALTH_PATH, create_app
+from worker.webhooks.receiver import WebhookReceiver
 
 CELERY = CelerySettings()
+WEBHOOKS = WebhookSettings()
+#: Every workload the base ships, by name, and the `zns` subcommand its container runs.
+COMPONENTS = {"zns-worker": "worker", "zns-flower": "flower", "zns-webhooks": "webhooks"}
+#: The workloads that run more than one pod: a drain must never take them all at once.
+WITH_DISRUPTION_BUDGET = ("zns-worker", "zns-webhooks")
+#: The workloads a Service routes traffic to (ClusterIP; the ingress is the user's).
+SERVED = ("zns-flower", "zns-webhooks")
+#: What only the worker needs: the Zalo app's credentials and the tokens' encryption keys.
+ZALO_CREDENTIALS = frozenset(
+    {"ZNS_SECRET_KEY", "ZNS_ACCESS_TOKEN", "ZNS_REFRESH_TOKEN", "ZNS_TOKEN_ENCRYPTION_KEYS"}
+)
 #: Variable names that hold credentials: never a literal value, never in a ConfigMap.
 SECRET_NAME = re.compile(
     r"(SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|BASIC_AUTH|(ACCESS|REFRESH|API)_TOKEN"
@@ -159,6 +173,76 @@ def test_every_referenced_config_and_secret_key_exists(docs: list[Doc]) -> None:
                 assert ref["secretKeyRef"]["key"] in secrets[ref["secretKeyRef"]["name"]]
 
 
+def test_the_workloads_are_the_known_components(docs: list[Doc]) -> None:
+    assert {d["metadata"]["name"] for d in workloads(docs)} == set(COMPONENTS)
+
+
+@pytest.mark.parametrize(("name", "subcommand"), COMPONENTS.items())
+def test_each_component_runs_its_real_zns_command(
+    docs: list[Doc], name: str, subcommand: str
+) -> None:
+    deployment = find(docs, "Deployment", name)
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/component"] == subcommand
+    [container] = pod_spec(deployment)["containers"]
+    assert "command" not in container, "the image's ENTRYPOINT (zns) must stay"
+    assert container["args"][0] == subcommand
+    assert_zns_command(container["args"], f"{name} args")
+
+
+@pytest.mark.parametrize("name", WITH_DISRUPTION_BUDGET)
+def test_disruption_budgets_cover_their_pods(docs: list[Doc], name: str) -> None:
+    deployment = find(docs, "Deployment", name)
+    pdb = find(docs, "PodDisruptionBudget", name)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"].get("maxUnavailable", 0) >= 1 or "minAvailable" in pdb["spec"]
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_services_reach_their_own_pods_on_a_named_container_port(
+    docs: list[Doc], name: str
+) -> None:
+    service = find(docs, "Service", name)
+    deployment = find(docs, "Deployment", name)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    component = labels["app.kubernetes.io/component"]
+    for other in workloads(docs):
+        if other is not deployment:
+            other_labels = other["spec"]["template"]["metadata"]["labels"]
+            assert not service["spec"]["selector"].items() <= other_labels.items(), component
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "expose it via your ingress"
+    [container] = pod_spec(deployment)["containers"]
+    port_names = {p["name"] for p in container["ports"]}
+    for port in service["spec"]["ports"]:
+        assert port["targetPort"] in port_names, f"{name}: {port['targetPort']}"
+
+
+def _selects(policy: Doc, deployment: Doc) -> bool:
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector: dict[str, str] = policy["spec"]["podSelector"].get("matchLabels", {})
+    return bool(selector) and selector.items() <= labels.items()
+
+
+def _allowed_ports(rules: list[Doc]) -> set[int]:
+    return {port["port"] for rule in rules for port in rule.get("ports", [])}
+
+
+def test_every_workload_has_a_network_policy_opening_only_its_ports(docs: list[Doc]) -> None:
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for doc in workloads(docs):
+        selecting = [p for p in policies if _selects(p, doc)]
+        assert len(selecting) == 1, f"{_name(doc)}: {len(selecting)} NetworkPolicies select it"
+        [policy] = selecting
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}, _name(doc)
+        container_ports = {
+            p["containerPort"] for c in pod_spec(doc)["containers"] for p in c.get("ports", [])
+        }
+        assert _allowed_ports(policy["spec"]["ingress"]) == container_ports, _name(doc)
+        egress = _allowed_ports(policy["spec"]["egress"])
+        assert {53, 6379} <= egress, f"{_name(doc)}: DNS and Redis"
+
+
 # -- the worker ----------------------------------------------------------------------------------
 
 
@@ -207,14 +291,6 @@ def test_worker_metrics_are_scrape_annotated_on_the_metrics_port(docs: list[Doc]
 def test_worker_replicas_belong_to_the_autoscaler(docs: list[Doc]) -> None:
     deployment, _ = _worker(docs)
     assert "replicas" not in deployment["spec"], "kubectl apply would reset KEDA's choice"
-
-
-def test_worker_disruption_budget_covers_the_worker_pods(docs: list[Doc]) -> None:
-    deployment, _ = _worker(docs)
-    pdb = find(docs, "PodDisruptionBudget", "zns-worker")
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert pdb["spec"].get("maxUnavailable", 0) >= 1 or "minAvailable" in pdb["spec"]
 
 
 # -- KEDA ----------------------------------------------------------------------------------------
@@ -267,11 +343,76 @@ def test_flower_gets_the_broker_but_no_zalo_credentials(docs: list[Doc]) -> None
     assert not names & {"ZNS_SECRET_KEY", "ZNS_ACCESS_TOKEN", "ZNS_REFRESH_TOKEN"}
 
 
-def test_flower_service_reaches_flower_pods_only(docs: list[Doc]) -> None:
-    service = find(docs, "Service", "zns-flower")
-    labels = find(docs, "Deployment", "zns-flower")["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= labels.items()
-    assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "expose it via your ingress"
+# -- the webhook receiver ------------------------------------------------------------------------
+
+
+def _webhooks(docs: list[Doc]) -> tuple[Doc, Doc]:
+    deployment = find(docs, "Deployment", "zns-webhooks")
+    [container] = pod_spec(deployment)["containers"]
+    return deployment, container
+
+
+def _option(args: list[str], option: str) -> str | None:
+    return args[args.index(option) + 1] if option in args else None
+
+
+def test_webhooks_runs_zns_webhooks_on_every_interface_of_its_port(docs: list[Doc]) -> None:
+    _, container = _webhooks(docs)
+    args = container["args"]
+    assert args[0] == "webhooks"
+    assert_zns_command(args, "webhooks args")
+    assert _option(args, "--host") == "0.0.0.0", "its default, 127.0.0.1, is unreachable in a pod"
+    port = int(_option(args, "--port") or WEBHOOKS.port)
+    assert port, "port 0 picks a random port: no probe or Service could find it"
+    assert {"name": "http", "containerPort": port, "protocol": "TCP"} in container["ports"]
+
+
+def test_webhooks_probes_hit_the_receivers_health_route(docs: list[Doc]) -> None:
+    _, container = _webhooks(docs)
+    app = create_app(
+        cast(WebhookReceiver, object()), path=WEBHOOKS.path, max_body_bytes=WEBHOOKS.max_body_bytes
+    )
+    routes = {(r.path, m) for r in app.routes if isinstance(r, Route) for m in r.methods or ()}
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == HEALTH_PATH, probe
+        assert (get["path"], "GET") in routes, f"{probe}: the app serves no GET {get['path']}"
+        assert get["port"] == "http", probe
+
+
+def test_webhooks_metrics_are_scrape_annotated_on_the_configured_port(docs: list[Doc]) -> None:
+    deployment, container = _webhooks(docs)
+    config = find(docs, "ConfigMap", "zns-config")["data"]
+    port = int(config.get("ZNS_WEBHOOKS__METRICS_PORT", WEBHOOKS.metrics_port))
+    assert port, "metrics are on"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert port in {p["containerPort"] for p in container["ports"]}
+    service_ports = {p["port"] for p in find(docs, "Service", "zns-webhooks")["spec"]["ports"]}
+    assert port not in service_ports, "metrics stay off the Service the ingress routes to"
+
+
+def test_webhooks_gets_its_signing_key_and_no_zalo_credential(docs: list[Doc]) -> None:
+    _, container = _webhooks(docs)
+    assert not any("secretRef" in source for source in container.get("envFrom", []))
+    env = {e["name"]: e for e in container["env"]}
+    assert "secretKeyRef" in env["ZNS_WEBHOOK_SECRET_KEY"]["valueFrom"]
+    assert not set(env) & ZALO_CREDENTIALS, "an internet-facing pod that could send messages"
+    assert "ZNS_REDIS_URL" in env
+
+
+def test_webhooks_keep_two_pods_through_rollouts(docs: list[Doc]) -> None:
+    deployment, _ = _webhooks(docs)
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2, "one pod down would leave Zalo's events unanswered"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_webhooks_egress_reaches_redis_and_dns_but_not_zalo(docs: list[Doc]) -> None:
+    policy = find(docs, "NetworkPolicy", "zns-webhooks")
+    assert _allowed_ports(policy["spec"]["egress"]) == {53, 6379}
 
 
 # -- ConfigMaps and Secrets ----------------------------------------------------------------------
@@ -377,6 +518,36 @@ def _inspect_probe(docs: list[Doc]) -> None:
     _worker(docs)[1]["livenessProbe"]["exec"]["command"] = ["celery", "inspect", "ping"]
 
 
+def _webhooks_on_loopback(docs: list[Doc]) -> None:
+    _webhooks(docs)[1]["args"] = ["webhooks", "--port", "8780"]
+
+
+def _webhooks_unknown_option(docs: list[Doc]) -> None:
+    _webhooks(docs)[1]["args"].append("--allow-remote")  # the sandbox's flag, not the receiver's
+
+
+def _webhooks_probe_elsewhere(docs: list[Doc]) -> None:
+    _webhooks(docs)[1]["readinessProbe"]["httpGet"]["path"] = "/health"
+
+
+def _webhooks_app_secret(docs: list[Doc]) -> None:
+    _webhooks(docs)[1]["envFrom"].append({"secretRef": {"name": "zns-secrets"}})
+
+
+def _webhooks_to_zalo(docs: list[Doc]) -> None:
+    find(docs, "NetworkPolicy", "zns-webhooks")["spec"]["egress"].append({"ports": [{"port": 443}]})
+
+
+def _webhooks_without_budget(docs: list[Doc]) -> None:
+    find(docs, "PodDisruptionBudget", "zns-webhooks")["spec"]["selector"]["matchLabels"] = {
+        "app.kubernetes.io/component": "worker"
+    }
+
+
+def _webhooks_unpoliced(docs: list[Doc]) -> None:
+    docs.remove(find(docs, "NetworkPolicy", "zns-webhooks"))
+
+
 @pytest.mark.parametrize(
     ("breakage", "rule"),
     [
@@ -389,6 +560,12 @@ def _inspect_probe(docs: list[Doc]) -> None:
         (_typo_in_config, test_config_map_names_only_real_settings),
         (_no_limits, test_every_container_has_requests_and_limits),
         (_inspect_probe, test_worker_runs_zns_worker_and_probes_with_zns_check),
+        (_webhooks_on_loopback, test_webhooks_runs_zns_webhooks_on_every_interface_of_its_port),
+        (_webhooks_unknown_option, test_webhooks_runs_zns_webhooks_on_every_interface_of_its_port),
+        (_webhooks_probe_elsewhere, test_webhooks_probes_hit_the_receivers_health_route),
+        (_webhooks_app_secret, test_webhooks_gets_its_signing_key_and_no_zalo_credential),
+        (_webhooks_to_zalo, test_webhooks_egress_reaches_redis_and_dns_but_not_zalo),
+        (_webhooks_unpoliced, test_every_workload_has_a_network_policy_opening_only_its_ports),
     ],
     ids=lambda f: getattr(f, "__name__", "?"),
 )
@@ -400,3 +577,11 @@ def test_each_rule_fails_on_the_breakage_it_guards_against(
     breakage(docs)
     with pytest.raises(AssertionError):
         rule(docs)
+
+
+def test_the_disruption_budget_rule_fails_when_a_budget_misses_its_pods() -> None:
+    docs = render(OVERLAY)
+    test_disruption_budgets_cover_their_pods(docs, "zns-webhooks")
+    _webhooks_without_budget(docs)
+    with pytest.raises(AssertionError):
+        test_disruption_budgets_cover_their_pods(docs, "zns-webhooks")
