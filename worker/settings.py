@@ -54,6 +54,7 @@ class CelerySettings(BaseModel):
     health_file: Path = DEFAULT_HEALTH_FILE  # heartbeat file read by `zns check`
     metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0 disables /metrics
     result_expires_s: int = Field(default=86_400, ge=60)
+    task_events: bool = True  # task events for Flower (see celery_app.py for their cost)
 
 
 class PipelineSettings(BaseModel):
@@ -120,6 +121,7 @@ class Settings(BaseSettings):
     rate_burst: int = Field(default=1, ge=1)
     log_format: Literal["json", "text", "auto"] = "auto"  # auto: text on a terminal, else JSON
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+    log_task_lines: bool = False  # Celery's "received"/"succeeded" INFO lines: 2 per job, costly
     #: Comma-separated Fernet keys (newest first); when set, tokens are encrypted in Redis.
     token_encryption_keys: SecretStr | None = None
     http: HttpSettings = HttpSettings()
