@@ -78,7 +78,11 @@ class PipelineSettings(BaseModel):
     pause_probe_interval_s: float = Field(default=900.0, gt=0)  # one canary send for a paused OA
     park_lease_s: float = Field(default=60.0, gt=0)
     #: A step waits in its thread at most this long for a rate-limit slot, else is rescheduled.
-    rate_max_wait_s: float = Field(default=1.0, ge=0)
+    #: 5 s, not 1 s: with a backlog, each reschedule is a broker publish, a result write and a
+    #: redelivery; at 1 s most of a 600-job backlog bounced every second, and that CPU load
+    #: jittered the send times of the steps holding slots (busiest 1-second window 57-64 at
+    #: 50/s, against 55-57 at 5 s, where 18-22 ms gaps went from 156 to 350-400 of 600).
+    rate_max_wait_s: float = Field(default=5.0, ge=0)
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
     release_batch: int = Field(default=500, ge=1)
