@@ -7,6 +7,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from worker.broker import TRANSPORT
 from worker.job import masked_kwargs_repr
 from worker.results import result_backend_url
 from worker.settings import Settings
@@ -31,6 +32,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Redelivery of a dead worker's jobs after minutes, not Redis's default hour. The same
         # value on every producer and worker, or ETA messages get redelivered early.
         "broker_transport_options": transport,
+        # kombu's Redis transport hands the consumer thread one message per two round trips,
+        # which capped a process below its threads; ours hands it batches (worker/broker.py).
+        **({"broker_transport": TRANSPORT} if _redis_broker(settings) else {}),
         "result_backend_transport_options": transport,
         # Ack after the work, and requeue if the worker process dies: safe only because every
         # send is idempotent (claim before send, `sent` recorded after).
@@ -66,6 +70,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_concurrency": c.concurrency,
         "worker_pool": "threads",
     }
+
+
+def _redis_broker(settings: Settings) -> bool:
+    return settings.effective_broker_url.startswith(("redis://", "rediss://"))
 
 
 def create_celery(settings: Settings) -> Celery:
