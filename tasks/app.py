@@ -32,4 +32,8 @@ def runtime() -> Runtime:
 @setup_logging.connect
 def _logging(loglevel: str | int | None = None, **_: Any) -> None:
     """Our logging instead of Celery's: JSON lines (or text on a terminal), masked phones."""
-    configure_logging(fmt=settings.log_format, level=loglevel or settings.log_level)
+    configure_logging(
+        fmt=settings.log_format,
+        level=loglevel or settings.log_level,
+        task_lines=settings.log_task_lines,
+    )

@@ -21,6 +21,8 @@ app.conf.update(
     accept_content=["json"],
     task_default_queue=NAIVE_QUEUE,
     worker_hijack_root_logger=False,
+    # The same task-event setting as ours, so the two are compared doing the same for Flower.
+    worker_send_task_events=settings.celery.task_events,
 )
 #: One client for every thread, its pool sized to the threads (what one does after the first
 #: "pool timeout" errors): the design DESIGN.md measured collapsing under contention.

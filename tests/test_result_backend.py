@@ -12,7 +12,7 @@ from celery import Celery
 
 from worker import metrics
 from worker.localrun import RedisServer
-from worker.result_backend import ResilientRedisBackend, backend_url
+from worker.result_backend import ResultBackend, backend_url
 
 
 @pytest.fixture
@@ -22,10 +22,10 @@ def server() -> Iterator[RedisServer]:
     server.stop()
 
 
-def _backend(url: str, budget_s: float) -> ResilientRedisBackend:
+def _backend(url: str, budget_s: float) -> ResultBackend:
     app = Celery("t", backend=backend_url(url), set_as_current=False)
     backend = app.backend
-    assert isinstance(backend, ResilientRedisBackend)
+    assert isinstance(backend, ResultBackend)
     backend.store_budget_s = budget_s
     return backend
 

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from worker.broker_transport import transport_for
+from worker.broker import transport_for
 from worker.job import masked_kwargs_repr
 from worker.result_backend import backend_url
 from worker.settings import Settings
@@ -35,11 +35,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.effective_broker_url,
-        # Redis broker: kombu's transport, hardened for a Redis restart (see the module).
+        # Redis broker: kombu's transport, feeding the consumer thread in batches and hardened
+        # for a Redis restart (worker/broker.py).
         "broker_transport": transport_for(settings.effective_broker_url),
         # Results let producers read `status`/`msg_id`; kept in the state Redis, bounded in time.
-        # A result write that cannot reach Redis must never keep a message unsettled: the backend
-        # retries for a few seconds itself, then drops the write (worker/result_backend.py).
+        # Celery's Redis backend, written in one round trip instead of two, and a write that
+        # cannot reach Redis never keeps a message unsettled (worker/result_backend.py).
         "result_backend": backend_url(settings.redis_url),
         "result_expires": c.result_expires_s,
         # Not `result_extended`: results would then hold the job kwargs (phone numbers) too.
@@ -63,9 +64,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A step is a few HTTP calls with explicit timeouts; anything longer is sick.
         "task_soft_time_limit": c.soft_time_limit_s,
         "task_time_limit": c.time_limit_s,
-        # Flower sees every task from sent to done.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Flower sees every task from sent to done. The cost: three PUBLISHes per job, flushed by
+        # the single consumer thread; ZNS_CELERY__TASK_EVENTS=false trades them for throughput.
+        "worker_send_task_events": c.task_events,
+        "task_send_sent_event": c.task_events,
         # Not `task_track_started`: a STARTED result write costs two Redis round trips per task,
         # and Flower learns "started" from the task-started event anyway.
         # Everything on our queue, by name, for producers that import nothing of ours.

@@ -101,7 +101,6 @@ def worker(
         str(concurrency or settings.celery.concurrency),
         "-l",
         loglevel,
-        "-E",
     ]
     if hostname:
         argv += ["-n", hostname]
@@ -760,11 +759,28 @@ def bench(
     out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path(
         "bench-results/bench.json"
     ),
+    latency_ms: Annotated[
+        int | None, typer.Option(help="Only the raw/naive/ours runs at this latency.")
+    ] = None,
+    processes: Annotated[
+        int | None, typer.Option(help="Only the raw/naive/ours runs with this many processes.")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Only these parts, comma-separated: triples,enqueue,rate.")
+    ] = None,
 ) -> None:
     """Benchmark raw vs naive vs ours against the sandbox; prints a table, writes JSON."""
-    from worker.bench import run_bench  # noqa: PLC0415
+    from worker.bench import Focus, run_bench  # noqa: PLC0415
 
-    run_bench(smoke=smoke, out=out, console=out_console)
+    parts = set((only or "triples,enqueue,rate").split(","))
+    focus = Focus(
+        latency_ms=latency_ms,
+        processes=processes,
+        triples="triples" in parts,
+        enqueue="enqueue" in parts,
+        rate_limit="rate" in parts,
+    )
+    run_bench(smoke=smoke, out=out, console=out_console, focus=focus)
 
 
 # -- demo --------------------------------------------------------------------------------------

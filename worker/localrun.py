@@ -107,7 +107,7 @@ class WorkerProcess:
         self.args = [
             sys.executable, "-m", "celery", "-A", app, "worker",
             "-Q", queue, "-P", "threads", "-c", str(concurrency),
-            "-n", f"{name}-{free_port()}@%h", "-l", "INFO", "-E",
+            "-n", f"{name}-{free_port()}@%h", "-l", "INFO",
             "--without-mingle", "--without-gossip",
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None

@@ -1,11 +1,19 @@
-"""Celery's Redis result backend, made unable to block a job when the state Redis is down.
+"""Celery's Redis result backend, written in one round trip and never able to block a job.
 
-Celery writes a result (SUCCESS, RETRY, FAILURE) before it acks the message. If that write raises,
-the exception escapes Celery's trace: the message is neither acked nor rejected, and with a
-RabbitMQ broker the worker's prefetch slots fill with such messages until it consumes nothing.
-A result is a convenience for producers; the step's real state is kept by our own Lua scripts.
-So a write that cannot reach Redis is retried for a few seconds (a restart takes that long),
-then logged and dropped, and the message is settled as usual.
+Producers read results exactly as with Celery's own backend (`AsyncResult(id).get()`, same key,
+same JSON, same pub/sub channel): only the write changes.
+
+- **One round trip.** Celery reads the stored state (GET) and then writes it
+  (MULTI/SETEX/PUBLISH/EXEC) so that a SUCCESS is never overwritten; `store_result.lua` does both
+  in one atomic call.
+- **Never blocks a job.** Celery writes a result (SUCCESS, RETRY, FAILURE) before it acks the
+  message. If that write raises, the exception escapes Celery's trace: the message is neither
+  acked nor rejected, and with a RabbitMQ broker the worker's prefetch slots fill with such
+  messages until it consumes nothing. A result is a convenience for producers; the step's real
+  state is kept by our own Lua scripts. So a write that cannot reach Redis is retried for a few
+  seconds (a restart takes that long), then logged, counted and dropped.
+
+Selected by `backend_url()` (`worker.result_backend:ResultBackend+redis://…`).
 """
 
 from __future__ import annotations
@@ -15,14 +23,16 @@ import time
 from typing import Any
 
 import redis
+from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
 
 from worker import metrics
+from worker.scripts import Script, register
 
 log = logging.getLogger(__name__)
-#: `module:Class+` prefix of a result backend URL: Celery's way to name a backend class.
-BACKEND_PREFIX = "worker.result_backend:ResilientRedisBackend+"
+BACKEND = "worker.result_backend:ResultBackend"
 #: How long one write keeps trying: longer than a Redis restart, far below the claim ttl.
 STORE_BUDGET_S = 5.0
 FIRST_PAUSE_S = 0.1
@@ -30,13 +40,18 @@ _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError, BackendStore
 
 
 def backend_url(redis_url: str) -> str:
-    """The `result_backend` setting for a state Redis URL."""
-    return BACKEND_PREFIX + redis_url
+    """The `result_backend` setting for our backend on `redis_url`."""
+    return f"{BACKEND}+{redis_url}"
 
 
-class ResilientRedisBackend(RedisBackend):
-    """`store_result` never raises because Redis is unreachable; everything else is Celery's."""
+class ResultBackend(RedisBackend):
+    """RedisBackend whose task-state write is one Lua call and never raises for an unreachable
+    Redis."""
 
+    # Set by Celery's backend __init__; not in the celery-types stubs.
+    expires: float | None
+    failure_expires: float | None
+    _script: Script | None = None
     store_budget_s = STORE_BUDGET_S
 
     def store_result(
@@ -60,10 +75,34 @@ class ResilientRedisBackend(RedisBackend):
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 
-    def set(self, key: str, value: Any, expires: float | None = None, **policy: Any) -> Any:
-        """One attempt (kombu would retry each write for ~20 s): `store_result` owns retrying.
-        Reading results (producers waiting on them) keeps Celery's reconnecting behaviour."""
-        return super().set(key, value, expires, **{**policy, "max_retries": 0})  # type: ignore[call-arg]  # stub lacks them
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **_: Any,
+    ) -> Any:
+        meta: dict[str, Any] = self._get_result_meta(  # type: ignore[attr-defined]  # not stubbed
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        key = bytes_to_str(self.get_key_for_task(task_id))
+        # One attempt here (kombu would retry for ~20 s): `store_result` owns retrying.
+        self.ensure(self._store, (key, value, int(expires or 0)), max_retries=0)
+        return result
+
+    def _store(self, key: str, value: str, expires_s: int) -> None:
+        if self._script is None:
+            self._script = register(self.client, "store_result")
+        self._script(keys=[key], args=[value, expires_s])
 
 
 def _dropped(task_id: str, state: str, exc: BaseException, result: Any) -> Any:

@@ -54,6 +54,7 @@ class CelerySettings(BaseModel):
     health_file: Path = DEFAULT_HEALTH_FILE  # heartbeat file read by `zns check`
     metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0 disables /metrics
     result_expires_s: int = Field(default=86_400, ge=60)
+    task_events: bool = True  # task events for Flower (see celery_app.py for their cost)
 
 
 class PipelineSettings(BaseModel):
@@ -77,7 +78,11 @@ class PipelineSettings(BaseModel):
     pause_probe_interval_s: float = Field(default=900.0, gt=0)  # one canary send for a paused OA
     park_lease_s: float = Field(default=60.0, gt=0)
     #: A step waits in its thread at most this long for a rate-limit slot, else is rescheduled.
-    rate_max_wait_s: float = Field(default=1.0, ge=0)
+    #: 5 s, not 1 s: with a backlog, each reschedule is a broker publish, a result write and a
+    #: redelivery; at 1 s most of a 600-job backlog bounced every second, and that CPU load
+    #: jittered the send times of the steps holding slots (in trial runs here the share of
+    #: 18-22 ms gaps between sends at 50/s went from ~26% to ~60%).
+    rate_max_wait_s: float = Field(default=5.0, ge=0)
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
     release_batch: int = Field(default=500, ge=1)
@@ -150,6 +155,7 @@ class Settings(BaseSettings):
     rate_burst: int = Field(default=1, ge=1)
     log_format: Literal["json", "text", "auto"] = "auto"  # auto: text on a terminal, else JSON
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+    log_task_lines: bool = False  # Celery's "received"/"succeeded" INFO lines: 2 per job, costly
     #: Comma-separated Fernet keys (newest first); when set, tokens are encrypted in Redis.
     token_encryption_keys: SecretStr | None = None
     http: HttpSettings = HttpSettings()

@@ -9,7 +9,7 @@ import pytest
 import redis
 from kombu import Connection
 
-from worker.broker_transport import TRANSPORT, Channel, transport_for
+from worker.broker import TRANSPORT, Channel, transport_for
 from worker.localrun import RedisServer
 
 

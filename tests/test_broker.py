@@ -1,0 +1,78 @@
+"""The batch-popping broker transport: messages taken in one round trip are registered as kombu
+registers them, so kombu's own restore puts them back unchanged (nothing lost)."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from celery import Celery
+from kombu.transport import redis as kombu_redis
+
+from worker.broker import Transport
+from worker.celery_app import QUEUE, create_celery
+from worker.scripts import register
+from worker.settings import Settings
+
+
+def _publish(redis_url: str, count: int) -> Celery:
+    # A producer with nothing of ours: the messages a foreign codebase would put on the queue
+    app = Celery(broker=redis_url)
+    for i in range(count):
+        app.send_task("zns.send_journey_step", kwargs={"i": i}, queue=QUEUE)
+    return app
+
+
+def test_our_app_uses_the_batch_transport_for_redis_only(redis_url: str) -> None:
+    app = create_celery(Settings(_env_file=None, redis_url=redis_url))
+    with app.connection_for_read() as conn:
+        assert conn.transport_cls is not None
+        assert isinstance(conn.transport, Transport)
+    amqp = create_celery(Settings(_env_file=None, broker_url="amqp://guest@127.0.0.1//"))
+    assert "broker_transport" not in amqp.conf or not amqp.conf.broker_transport
+
+
+def test_popped_messages_are_unacked_in_kombus_format_and_restore_unchanged(
+    redis_url: str, client: redis.Redis
+) -> None:
+    # Given 5 messages on the queue
+    client.delete(QUEUE, "unacked", "unacked_index")
+    _publish(redis_url, 5)
+    before = client.lrange(QUEUE, 0, -1)
+    oldest = before[-3:][::-1]  # LPUSH in, RPOP out
+    # When 3 are popped in one call
+    pop = register(client, "broker_pop_many")
+    reply = pop(keys=["unacked_index", "unacked", QUEUE], args=[3, "1700000000.5"])
+    # Then 3 came out, oldest first, each registered as unacked, 2 left on the queue
+    assert reply[0::2] == oldest and reply[1::2] == [QUEUE] * 3
+    assert client.llen(QUEUE) == 2
+    assert client.zcard("unacked_index") == 3 and client.hlen("unacked") == 3
+    # And kombu's own restore (as after a worker's death) puts them back as they were (kombu
+    # marks a restored message `redelivered`)
+    app = Celery(broker=redis_url)
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, kombu_redis.Channel)
+        for tag in client.hkeys("unacked"):
+            channel.qos.restore_by_tag(tag, client=client)  # type: ignore[attr-defined]
+    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+    assert _comparable(client.lrange(QUEUE, 0, -1)) == _comparable(before)
+
+
+def _comparable(raw_messages: list[bytes | str]) -> list[str]:
+    decoded = [json.loads(raw) for raw in raw_messages]
+    for message in decoded:
+        message["headers"].pop("redelivered", None)
+        message["properties"]["delivery_info"].pop("redelivered", None)
+    return sorted(json.dumps(message, sort_keys=True) for message in decoded)
+
+
+def test_a_pop_takes_no_more_than_asked_and_nothing_from_an_empty_queue(
+    redis_url: str, client: redis.Redis
+) -> None:
+    client.delete(QUEUE, "unacked", "unacked_index")
+    pop = register(client, "broker_pop_many")
+    assert pop(keys=["unacked_index", "unacked", QUEUE], args=[10, "1.0"]) == []
+    _publish(redis_url, 4)
+    assert len(pop(keys=["unacked_index", "unacked", QUEUE], args=[2, "1.0"])) == 4
+    assert client.llen(QUEUE) == 2
