@@ -188,14 +188,14 @@ class JourneySender:
     def _send_started(
         self, job: Job, ref: TokenRef, step: StepKeys, attempt: Attempt, started: Started
     ) -> Outcome:
-        if started.delay_s > 0:  # our rate-limit slot is a little ahead: wait for it here
-            metrics.LIMITER_WAIT_SECONDS.labels(job.account).observe(started.delay_s)
-            self._sleep(started.delay_s)
+        slot_at = self._clock() + started.delay_s  # our rate-limit slot, maybe a little ahead
         grant = self._access.from_stored(started.access_token, started.generation)
         cached = self._s.journey_tokens.from_fields(started.journey)
         try:
             result, token = self._access.call(
-                job.account, lambda g: self._send_renewing_token(job, ref, g, cached), first=grant
+                job.account,
+                lambda g: self._send_renewing_token(job, ref, g, cached, slot_at),
+                first=grant,
             )
         except ZaloError as exc:
             # Zalo surely did not send: give the unit back; outcome unknown: keep it spent.
@@ -204,6 +204,14 @@ class JourneySender:
         sent = self._result(job, token, result)
         self._woke(job.account, self._settle_sent(step, job, attempt.owner, sent, result.quota))
         return Sent(sent)
+
+    def _wait_for_slot(self, account: str, slot_at: float) -> None:
+        """The rate-limit slot is for the send itself: wait for it after any journey-token call,
+        so a new journey's get-token does not push its send into a later slot's second."""
+        delay = slot_at - self._clock()
+        if delay > 0:
+            metrics.LIMITER_WAIT_SECONDS.labels(account).observe(delay)
+            self._sleep(delay)
 
     def _settle_sent(
         self, step: StepKeys, job: Job, owner: str, sent: dict[str, Any], quota: Quota | None
@@ -224,19 +232,29 @@ class JourneySender:
         return 0
 
     def _send_renewing_token(
-        self, job: Job, ref: TokenRef, grant: AccessGrant, cached: CachedToken | None
+        self,
+        job: Job,
+        ref: TokenRef,
+        grant: AccessGrant,
+        cached: CachedToken | None,
+        slot_at: float,
     ) -> tuple[SendResult, CachedToken]:
         """Send; a rejected journey token is dropped and replaced once, inline."""
         try:
-            return self._send_once(job, ref, grant, cached)
+            return self._send_once(job, ref, grant, cached, slot_at)
         except ZaloError as exc:
             if exc.action is not Action.NEW_TOKEN_AND_RETRY_ONCE:
                 raise
             log.info("journey token rejected (%s); creating a new one", exc.code)
-        return self._send_once(job, ref, grant, None)
+        return self._send_once(job, ref, grant, None, slot_at)
 
     def _send_once(
-        self, job: Job, ref: TokenRef, grant: AccessGrant, cached: CachedToken | None
+        self,
+        job: Job,
+        ref: TokenRef,
+        grant: AccessGrant,
+        cached: CachedToken | None,
+        slot_at: float,
     ) -> tuple[SendResult, CachedToken]:
         client = self._client()
         token = cached or self._s.journey_tokens.get_or_create(
@@ -247,6 +265,7 @@ class JourneySender:
         )
         if token.created_now:
             metrics.JOURNEY_TOKENS.labels(job.account).inc()
+        self._wait_for_slot(job.account, slot_at)
         try:
             with metrics.SEND_SECONDS.labels(job.account).time():
                 result = client.send_template(
