@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_ready
 
 from worker.celery_app import create_celery
 from worker.logs import configure_logging
@@ -14,6 +15,11 @@ from worker.settings import load_settings
 
 settings = load_settings()
 app = create_celery(settings)
+
+#: Allocations between young-generation collections (CPython's default: 700). Each step allocates
+#: thousands of short-lived objects that reference counting frees anyway; at the default the
+#: collector ran several times per step and took ~3% of a worker's CPU under load.
+GC_YOUNG_THRESHOLD = 20_000
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
@@ -37,3 +43,13 @@ def _logging(loglevel: str | int | None = None, **_: Any) -> None:
         level=loglevel or settings.log_level,
         task_lines=settings.log_task_lines,
     )
+
+
+@worker_ready.connect
+def _tune_gc(**_: Any) -> None:
+    """Once the worker is up: leave what start-up built out of every later collection
+    (`gc.freeze`), and collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _young, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)

@@ -40,6 +40,7 @@ class Slot:
 
     granted: bool
     delay_s: float
+    at_s: float = 0.0  # a granted slot's time on Redis's clock (0: no limit)
 
 
 class RateLimiter:
@@ -70,7 +71,8 @@ class RateLimiter:
             keys=[self._keys.rate(account), self._keys.cooloff(account)],
             args=[p.emission_ms, p.tolerance_ms, self.max_wait_ms],
         )
-        return Slot(str(reply[0]) == "ok", int(reply[1]) / 1000)
+        at_ms = int(reply[2]) if len(reply) > 2 else 0  # noqa: PLR2004 (the reply's shape)
+        return Slot(str(reply[0]) == "ok", int(reply[1]) / 1000, at_ms / 1000)
 
     def cool_off(self, account: str, seconds: float) -> None:
         """Hold every pod back for `seconds` (Zalo said HTTP 429); a longer cool-off wins."""

@@ -95,11 +95,12 @@ class ResultBackend(RedisBackend):
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
         key = bytes_to_str(self.get_key_for_task(task_id))
-        # One attempt here (kombu would retry for ~20 s): `store_result` owns retrying.
-        self.ensure(self._store, (key, value, int(expires or 0)), max_retries=0)
+        # One attempt here, not kombu's `ensure` (it would retry for ~20 s; with no retries it is
+        # only a costly wrapper): `store_result` owns retrying.
+        self._store(key, value, int(expires or 0))
         return result
 
-    def _store(self, key: str, value: str, expires_s: int) -> None:
+    def _store(self, key: str, value: str | bytes, expires_s: int) -> None:
         if self._script is None:
             self._script = register(self.client, "store_result")
         self._script(keys=[key], args=[value, expires_s])

@@ -188,7 +188,10 @@ class JourneySender:
     def _send_started(
         self, job: Job, ref: TokenRef, step: StepKeys, attempt: Attempt, started: Started
     ) -> Outcome:
-        slot_at = self._clock() + started.delay_s  # our rate-limit slot, maybe a little ahead
+        # Our rate-limit slot, maybe a little ahead; None: taken just before the send.
+        slot_at = (
+            self._slot_time(started.delay_s, started.slot_at_s) if started.slot_taken else None
+        )
         grant = self._access.from_stored(started.access_token, started.generation)
         cached = self._s.journey_tokens.from_fields(started.journey)
         try:
@@ -197,6 +200,11 @@ class JourneySender:
                 lambda g: self._send_renewing_token(job, ref, g, cached, slot_at),
                 first=grant,
             )
+        except _NoSlot as refused:  # nothing was sent: give the claim and the unit back
+            self._s.idempotency.release(job.account, job.idempotency_key, owner=attempt.owner)
+            self._s.quota.release(job.account, give_back=True)
+            metrics.RATE_LIMITED.labels(job.account).inc()
+            return _wait(refused.delay_s, "throttled", "global rate limit reached")
         except ZaloError as exc:
             # Zalo surely did not send: give the unit back; outcome unknown: keep it spent.
             self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
@@ -205,13 +213,28 @@ class JourneySender:
         self._woke(job.account, self._settle_sent(step, job, attempt.owner, sent, result.quota))
         return Sent(sent)
 
-    def _wait_for_slot(self, account: str, slot_at: float) -> None:
-        """The rate-limit slot is for the send itself: wait for it after any journey-token call,
-        so a new journey's get-token does not push its send into a later slot's second."""
+    def _wait_for_slot(self, account: str, slot_at: float | None) -> None:
+        """The rate-limit slot is for the send itself: wait for it after any journey-token call.
+        A step that had no token stored takes its slot only now (`begin_step.lua`): a slot
+        taken before the get-token call would often have passed by the time of the send, and
+        such late sends bunch up above the rate."""
+        if slot_at is None:
+            slot = self._gate.slot(account)
+            if not slot.granted:
+                raise _NoSlot(slot.delay_s)
+            slot_at = self._slot_time(slot.delay_s, slot.at_s)
         delay = slot_at - self._clock()
         if delay > 0:
             metrics.LIMITER_WAIT_SECONDS.labels(account).observe(delay)
             self._sleep(delay)
+
+    def _slot_time(self, delay_s: float, at_s: float) -> float:
+        """When to send: at the slot's own time (Redis's clock, synchronised with ours), so
+        that a reply read late under load does not push the send later; never later than the
+        delay from now, never before now."""
+        now = self._clock()
+        latest = now + delay_s
+        return min(latest, max(at_s, now)) if at_s else latest
 
     def _settle_sent(
         self, step: StepKeys, job: Job, owner: str, sent: dict[str, Any], quota: Quota | None
@@ -237,16 +260,17 @@ class JourneySender:
         ref: TokenRef,
         grant: AccessGrant,
         cached: CachedToken | None,
-        slot_at: float,
+        slot_at: float | None,
     ) -> tuple[SendResult, CachedToken]:
-        """Send; a rejected journey token is dropped and replaced once, inline."""
+        """Send; a rejected journey token is dropped and replaced once, inline (the second send
+        takes a slot of its own)."""
         try:
             return self._send_once(job, ref, grant, cached, slot_at)
         except ZaloError as exc:
             if exc.action is not Action.NEW_TOKEN_AND_RETRY_ONCE:
                 raise
             log.info("journey token rejected (%s); creating a new one", exc.code)
-        return self._send_once(job, ref, grant, None, slot_at)
+        return self._send_once(job, ref, grant, None, None)
 
     def _send_once(
         self,
@@ -254,7 +278,7 @@ class JourneySender:
         ref: TokenRef,
         grant: AccessGrant,
         cached: CachedToken | None,
-        slot_at: float,
+        slot_at: float | None,
     ) -> tuple[SendResult, CachedToken]:
         client = self._client()
         token = cached or self._s.journey_tokens.get_or_create(
@@ -346,6 +370,14 @@ class JourneySender:
             log.warning(
                 "account %s resumed after a successful probe; %d jobs woken", account, woken
             )
+
+
+class _NoSlot(Exception):
+    """No rate-limit slot within the maximum wait, for a step that takes its slot late."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"no rate-limit slot within the wait; next in {delay_s:.1f}s")
+        self.delay_s = delay_s
 
 
 def _wait(delay_s: float, kind: str, reason: str) -> Retry:

@@ -21,7 +21,7 @@ import redis
 from worker.clock import Clock, ms, next_quota_reset
 from worker.job import Job
 from worker.keys import Keys
-from worker.ratelimit import RateLimiter
+from worker.ratelimit import RateLimiter, Slot
 from worker.scripts import register
 from worker.status import step_identity
 from worker.zalo.models import Quota
@@ -47,6 +47,9 @@ class Started:
 
     state: Begin
     delay_s: float = 0.0
+    #: False when no rate-limit slot was taken yet (no journey token stored): see `slot`.
+    slot_taken: bool = True
+    slot_at_s: float = 0.0  # the slot on Redis's clock (0: no limit, or none taken)
     result: dict[str, Any] | None = None
     access_token: str | None = None  # as stored (maybe sealed); None: not in Redis yet
     generation: int = 0
@@ -110,6 +113,10 @@ class StepGate:
             self._limiter.max_wait_ms,
         ]
         return _started([str(part) for part in self._begin(keys=keys, args=args)])
+
+    def slot(self, account: str) -> Slot:
+        """A rate-limit slot for a step that `begin` gave none (its journey token was missing)."""
+        return self._limiter.slot(account)
 
     def finish_sent(
         self,
@@ -179,9 +186,12 @@ def _started(reply: list[str]) -> Started:
     journey = dict(
         zip(("token", "journey_id", "created_at_ms", "expires_at_ms"), reply[5:9], strict=True)
     )
+    delay_ms = int(reply[2])
     return Started(
         state,
-        delay_s=int(reply[2]) / 1000,
+        delay_s=max(delay_ms, 0) / 1000,
+        slot_taken=delay_ms >= 0,
+        slot_at_s=int(reply[9]) / 1000,
         access_token=reply[3] or None,
         generation=int(reply[4] or 0),
         journey=journey if journey["token"] else None,

@@ -11,7 +11,11 @@
 --   {'paused'} | {'template_blocked'} | {'unknown'} | {'exhausted'}         (claim given back)
 --   {'limited', wait_ms}                                                    (claim given back)
 --   {'ok', remaining, delay_ms, access_token, generation, jt_token, jt_journey_id,
---    jt_created_at_ms, jt_expires_at_ms}                         (claimed, slot and unit taken)
+--    jt_created_at_ms, jt_expires_at_ms, slot_at_ms}             (claimed, slot and unit taken)
+-- slot_at_ms: the slot on Redis's clock (0: no limit, or no slot taken).
+-- With a rate limit and no journey token stored, no slot is taken (delay_ms is -1): the token is
+-- made first (a Zalo call of unknown length) and the sender takes its slot just before the send.
+-- Taken here, the slot would have passed by then, and late sends would bunch up.
 local claimed = claim(KEYS[1], ARGV[1], ARGV[2])
 if claimed[1] ~= 'claimed' then
   return claimed
@@ -21,13 +25,19 @@ if verdict ~= 'ok' then
   redis.call('DEL', KEYS[1])
   return {verdict}
 end
-local slot = rate_slot(KEYS[5], KEYS[6], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+local jt = redis.call('HMGET', KEYS[8], 'token', 'journey_id', 'created_at_ms', 'expires_at_ms')
+local slot
+if jt[1] or tonumber(ARGV[5]) <= 0 then
+  slot = rate_slot(KEYS[5], KEYS[6], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+else
+  local cool = redis.call('PTTL', KEYS[6])
+  slot = cool > 0 and {'limited', cool} or {'ok', -1}
+end
 if slot[1] ~= 'ok' then
   redis.call('DEL', KEYS[1])
   return {'limited', tostring(slot[2])}
 end
 local remaining = reserve_unit(KEYS[3])
 local oauth = redis.call('HMGET', KEYS[7], 'access_token', 'generation')
-local jt = redis.call('HMGET', KEYS[8], 'token', 'journey_id', 'created_at_ms', 'expires_at_ms')
 return {'ok', tostring(remaining), tostring(slot[2]), oauth[1] or '', oauth[2] or '0',
-        jt[1] or '', jt[2] or '', jt[3] or '0', jt[4] or '0'}
+        jt[1] or '', jt[2] or '', jt[3] or '0', jt[4] or '0', tostring(slot[3] or 0)}

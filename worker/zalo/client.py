@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
+from importlib.metadata import version
 from typing import Any, TypeVar
 
 import httpx
@@ -48,6 +49,7 @@ DEFAULT_RETRY_AFTER_S = 5.0  # HTTP 429 without Retry-After: a short, shared coo
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_SERVER_ERROR = 500
 BODY_EXCERPT_CHARS = 120
+DEFAULT_HEADERS = {"user-agent": f"zns-journey-worker/{version('zns-journey-worker')}"}
 
 Model = TypeVar("Model", bound=BaseModel)
 Json = dict[str, Any]
@@ -81,13 +83,11 @@ class ZaloClient:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        self._http = httpx.Client(
-            timeout=timeout_from(http_settings or HttpSettings()),
-            transport=transport,
-            limits=limits,
-            follow_redirects=False,
-            verify=verify,
-        )
+        #: Requests go straight to the transport (the connection pool): httpx.Client's layer
+        #: (URL and header merging, cookies, auth and redirect loops, hooks) is not used here and
+        #: cost a quarter of each send's CPU. No redirects are followed, as before.
+        self._transport = transport or httpx.HTTPTransport(limits=limits, verify=verify)
+        self._timeout = {"timeout": timeout_from(http_settings or HttpSettings()).as_dict()}
 
     def __repr__(self) -> str:
         return f"ZaloClient(api={self._api_base_url!r}, oauth={self._oauth_base_url!r})"
@@ -100,7 +100,7 @@ class ZaloClient:
 
     def close(self) -> None:
         """Close pooled connections."""
-        self._http.close()
+        self._transport.close()
 
     # -- the ZNS Journey API ------------------------------------------------------------------
 
@@ -230,10 +230,17 @@ class ZaloClient:
         data: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """The one place httpx exceptions become ours."""
+        request = httpx.Request(
+            method,
+            url,
+            headers={**DEFAULT_HEADERS, **headers},
+            json=json,
+            params=params,
+            data=data,
+            extensions=self._timeout,
+        )
         try:
-            return self._http.request(
-                method, url, headers=headers, json=json, params=params, data=data
-            )
+            return _complete(self._transport.handle_request(request))
         except httpx.ConnectTimeout as exc:
             raise ZaloConnectError(f"connect timeout on {endpoint}", endpoint=endpoint) from exc
         except httpx.TimeoutException as exc:
@@ -248,6 +255,15 @@ class ZaloClient:
             raise ZaloTransportError(
                 f"transport error on {endpoint}: {type(exc).__name__}", endpoint=endpoint
             ) from exc
+
+
+def _complete(response: httpx.Response) -> httpx.Response:
+    """Read the whole body and give the connection back to the pool."""
+    try:
+        response.read()
+    finally:
+        response.close()
+    return response
 
 
 def _raise_for_http_status(response: httpx.Response, endpoint: str) -> None:

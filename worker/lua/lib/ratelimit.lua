@@ -2,14 +2,15 @@
 -- shared by every process and pod. A slot is taken only if its delay is at most max_wait_ms.
 -- emission_ms = 1000 / rate; tolerance_ms = emission_ms * (burst - 1); emission_ms <= 0: no limit.
 -- A cool-off key (set after Zalo's HTTP 429) holds everyone back until it expires.
--- Returns {'ok', delay_ms} (send after delay_ms) | {'limited', wait_ms}
+-- Returns {'ok', delay_ms, at_ms} (send after delay_ms, at Redis time at_ms; 0: now, no limit)
+--       | {'limited', wait_ms}
 local function rate_slot(rate_key, cooloff_key, emission_ms, tolerance_ms, max_wait_ms)
   local cool = redis.call('PTTL', cooloff_key)
   if cool > 0 then
     return {'limited', cool}
   end
   if emission_ms <= 0 then
-    return {'ok', 0}
+    return {'ok', 0, 0}
   end
   local time = redis.call('TIME')
   local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -26,5 +27,5 @@ local function rate_slot(rate_key, cooloff_key, emission_ms, tolerance_ms, max_w
   if delay < 0 then
     delay = 0
   end
-  return {'ok', delay}
+  return {'ok', delay, now + delay}
 end
