@@ -402,3 +402,19 @@ def test_error_code_too_large_for_an_integer_is_a_bad_response() -> None:
 
     with pytest.raises(ZaloBadResponse):
         send(client_with(handler))
+
+
+def test_requests_carry_our_user_agent_and_every_timeout_and_follow_no_redirect() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(302, headers={"location": "https://elsewhere.test/"})
+
+    with pytest.raises(ZaloHTTPError):
+        send(client_with(handler))
+    (request,) = seen  # the redirect was not followed
+    assert request.headers["user-agent"].startswith("zns-journey-worker/")
+    assert request.headers["journey_token"] == JOURNEY.get_secret_value()
+    assert set(request.extensions["timeout"]) == {"connect", "read", "write", "pool"}
+    assert all(v is not None for v in request.extensions["timeout"].values())
