@@ -8,6 +8,7 @@ on its own (operators, tests).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,17 +21,21 @@ from worker.settings import AccountSettings
 
 @dataclass(frozen=True, slots=True)
 class RateParams:
-    """GCRA parameters in ms: one send per `emission_ms`, `tolerance_ms` of burst credit."""
+    """GCRA parameters in microseconds: one send per `emission_us`, `tolerance_us` of burst
+    credit. The interval is `rate_per_s` less the account's `rate_headroom`: a send reaches Zalo
+    a little after its slot (thread wake-up, the HTTP write), and that jitter must not push any
+    second above the configured rate."""
 
-    emission_ms: int
-    tolerance_ms: int
+    emission_us: int
+    tolerance_us: int
 
     @classmethod
     def of(cls, account: AccountSettings | None) -> RateParams:
-        """From an account's `rate_per_s` and `rate_burst` (no rate: no limit)."""
+        """From an account's `rate_per_s`, `rate_headroom` and `rate_burst` (no rate: no limit)."""
         if account is None or account.rate_per_s is None:
             return cls(0, 0)
-        emission = max(1, round(1000 / account.rate_per_s))
+        rate = account.rate_per_s * (1 - account.rate_headroom)
+        emission = max(1, math.ceil(1_000_000 / rate))
         return cls(emission, emission * (account.rate_burst - 1))
 
 
@@ -69,7 +74,7 @@ class RateLimiter:
         p = self.params(account)
         reply = self._slot(
             keys=[self._keys.rate(account), self._keys.cooloff(account)],
-            args=[p.emission_ms, p.tolerance_ms, self.max_wait_ms],
+            args=[p.emission_us, p.tolerance_us, self.max_wait_ms],
         )
         at_ms = int(reply[2]) if len(reply) > 2 else 0  # noqa: PLR2004 (the reply's shape)
         return Slot(str(reply[0]) == "ok", int(reply[1]) / 1000, at_ms / 1000)

@@ -108,8 +108,8 @@ class StepGate:
             self._claim_ttl_ms,
             self._floor,
             "1" if probe else "0",
-            rate.emission_ms,
-            rate.tolerance_ms,
+            rate.emission_us,
+            rate.tolerance_us,
             self._limiter.max_wait_ms,
         ]
         return _started([str(part) for part in self._begin(keys=keys, args=args)])

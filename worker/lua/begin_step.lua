@@ -5,7 +5,7 @@
 -- KEYS[1] idempotency hash   KEYS[2] paused hash     KEYS[3] quota hash   KEYS[4] template block
 -- KEYS[5] rate limiter TAT   KEYS[6] 429 cool-off    KEYS[7] oauth hash   KEYS[8] journey token hash
 -- ARGV[1] owner   ARGV[2] claim ttl ms   ARGV[3] quota floor   ARGV[4] '1' if probe
--- ARGV[5] emission ms   ARGV[6] tolerance ms   ARGV[7] max rate wait ms
+-- ARGV[5] emission us   ARGV[6] tolerance us   ARGV[7] max rate wait ms
 -- Returns one of:
 --   {'sent', result} | {'dead', result} | {'busy', pttl_ms}                 (nothing taken)
 --   {'paused'} | {'template_blocked'} | {'unknown'} | {'exhausted'}         (claim given back)
@@ -30,8 +30,9 @@ local slot
 if jt[1] or tonumber(ARGV[5]) <= 0 then
   slot = rate_slot(KEYS[5], KEYS[6], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 else
-  local cool = redis.call('PTTL', KEYS[6])
-  slot = cool > 0 and {'limited', cool} or {'ok', -1}
+  -- No slot yet, but no token made in vain either: refused now if a slot would wait too long.
+  local wait = rate_wait(KEYS[5], KEYS[6], tonumber(ARGV[6]))
+  slot = wait > tonumber(ARGV[7]) and {'limited', wait} or {'ok', -1}
 end
 if slot[1] ~= 'ok' then
   redis.call('DEL', KEYS[1])

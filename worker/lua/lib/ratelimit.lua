@@ -1,31 +1,52 @@
--- rate_slot(rate, cooloff, emission_ms, tolerance_ms, max_wait_ms): GCRA on Redis server time,
+-- rate_slot(rate, cooloff, emission_us, tolerance_us, max_wait_ms): GCRA on Redis server time in
+-- microseconds (milliseconds would round the interval: 1000/300 -> 3 ms, 333/s instead of 300),
 -- shared by every process and pod. A slot is taken only if its delay is at most max_wait_ms.
--- emission_ms = 1000 / rate; tolerance_ms = emission_ms * (burst - 1); emission_ms <= 0: no limit.
+-- emission_us = 1e6 / rate; tolerance_us = emission_us * (burst - 1); emission_us <= 0: no limit.
 -- A cool-off key (set after Zalo's HTTP 429) holds everyone back until it expires.
+-- The key holds the theoretical arrival time in us (a value from an older version, in ms, reads
+-- as long past: the limiter starts afresh).
 -- Returns {'ok', delay_ms, at_ms} (send after delay_ms, at Redis time at_ms; 0: now, no limit)
 --       | {'limited', wait_ms}
-local function rate_slot(rate_key, cooloff_key, emission_ms, tolerance_ms, max_wait_ms)
+local function rate_slot(rate_key, cooloff_key, emission_us, tolerance_us, max_wait_ms)
   local cool = redis.call('PTTL', cooloff_key)
   if cool > 0 then
     return {'limited', cool}
   end
-  if emission_ms <= 0 then
+  if emission_us <= 0 then
     return {'ok', 0, 0}
   end
   local time = redis.call('TIME')
-  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
   local tat = tonumber(redis.call('GET', rate_key) or '0')
   if tat < now then
     tat = now
   end
-  local delay = tat - tolerance_ms - now
-  if delay > max_wait_ms then
-    return {'limited', delay}
+  local delay = tat - tolerance_us - now
+  if delay > max_wait_ms * 1000 then
+    return {'limited', math.ceil(delay / 1000)}
   end
-  local next_tat = tat + emission_ms
-  redis.call('SET', rate_key, next_tat, 'PX', next_tat - now + tolerance_ms + 1000)
+  local next_tat = tat + emission_us
+  local ttl_ms = math.ceil((next_tat - now + tolerance_us) / 1000) + 1000
+  redis.call('SET', rate_key, string.format('%d', next_tat), 'PX', ttl_ms)
   if delay < 0 then
     delay = 0
   end
-  return {'ok', delay, now + delay}
+  return {'ok', math.ceil(delay / 1000), math.ceil((now + delay) / 1000)}
+end
+
+-- rate_wait(rate, cooloff, tolerance_us): how long (ms) a slot taken now would wait, without
+-- taking it; a cool-off counts as a wait. 0 when no slot is pending.
+local function rate_wait(rate_key, cooloff_key, tolerance_us)
+  local cool = redis.call('PTTL', cooloff_key)
+  if cool > 0 then
+    return cool
+  end
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local tat = tonumber(redis.call('GET', rate_key) or '0')
+  local delay = tat - tolerance_us - now
+  if delay < 0 then
+    return 0
+  end
+  return math.ceil(delay / 1000)
 end
