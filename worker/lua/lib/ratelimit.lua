@@ -1,3 +1,9 @@
+-- now_us(): Redis server time in microseconds (every pod reads the same clock).
+local function now_us()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+
 -- rate_slot(rate, cooloff, emission_us, tolerance_us, max_wait_ms): GCRA on Redis server time in
 -- microseconds (milliseconds would round the interval: 1000/300 -> 3 ms, 333/s instead of 300),
 -- shared by every process and pod. A slot is taken only if its delay is at most max_wait_ms.
@@ -15,8 +21,7 @@ local function rate_slot(rate_key, cooloff_key, emission_us, tolerance_us, max_w
   if emission_us <= 0 then
     return {'ok', 0, 0}
   end
-  local time = redis.call('TIME')
-  local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local now = now_us()
   local tat = tonumber(redis.call('GET', rate_key) or '0')
   if tat < now then
     tat = now
@@ -41,8 +46,7 @@ local function rate_wait(rate_key, cooloff_key, tolerance_us)
   if cool > 0 then
     return cool
   end
-  local time = redis.call('TIME')
-  local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local now = now_us()
   local tat = tonumber(redis.call('GET', rate_key) or '0')
   local delay = tat - tolerance_us - now
   if delay < 0 then
