@@ -52,7 +52,7 @@ WAIT_CLASSES = frozenset({"busy", "throttled"})
 #: Pauses between attempts to record a send while Redis restarts: ~15 s in all, a tenth of the
 #: claim ttl that keeps a redelivery of the same step away meanwhile.
 SETTLE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
-#: A step refused a rate-limit slot retries after its delay times 1 to 1 + this (`_spread`).
+#: A step refused a rate-limit slot retries after its delay times 1 to 1 + this (`_throttled`).
 LIMITED_SPREAD = 0.5
 
 
@@ -165,16 +165,19 @@ class JourneySender:
             delay = min(max(started.delay_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S)
             return _wait(delay, "busy", "another worker holds this job's claim")
         if state is Begin.LIMITED:
-            metrics.RATE_LIMITED.labels(job.account).inc()
-            return _wait(_spread(started.delay_s), "throttled", "global rate limit reached")
+            return _throttled(job.account, started.delay_s)
         if state is not Begin.OK:
             return self._parked_by_gate(job, state)
         try:
             return self._send_started(job, ref, step, attempt, started)
         except BaseException:
-            self._s.idempotency.release(job.account, job.idempotency_key, owner=attempt.owner)
-            self._s.quota.release(job.account, give_back=True)
+            self._give_back(job, attempt)
             raise
+
+    def _give_back(self, job: Job, attempt: Attempt) -> None:
+        """Nothing was sent: release the claim and the quota unit `begin` took."""
+        self._s.idempotency.release(job.account, job.idempotency_key, owner=attempt.owner)
+        self._s.quota.release(job.account, give_back=True)
 
     def _parked_by_gate(self, job: Job, state: Begin) -> Outcome:
         now = self._clock()
@@ -203,11 +206,9 @@ class JourneySender:
                 lambda g: self._send_renewing_token(job, ref, g, cached, slot_at),
                 first=grant,
             )
-        except _NoSlot as refused:  # nothing was sent: give the claim and the unit back
-            self._s.idempotency.release(job.account, job.idempotency_key, owner=attempt.owner)
-            self._s.quota.release(job.account, give_back=True)
-            metrics.RATE_LIMITED.labels(job.account).inc()
-            return _wait(_spread(refused.delay_s), "throttled", "global rate limit reached")
+        except _NoSlot as refused:
+            self._give_back(job, attempt)
+            return _throttled(job.account, refused.delay_s)
         except ZaloError as exc:
             # Zalo surely did not send: give the unit back; outcome unknown: keep it spent.
             self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
@@ -383,12 +384,14 @@ class _NoSlot(Exception):
         self.delay_s = delay_s
 
 
-def _spread(delay_s: float) -> float:
-    """A refused step comes back after its delay plus up to half as much again: a backlog
-    refused together would otherwise come back together, and the burst of redeliveries (each a
-    broker publish, a result write and a Lua call) jittered the send times of the steps holding
-    slots (the busiest second at 50/s in runs here: 56 with exact delays)."""
-    return delay_s * random.uniform(1.0, 1.0 + LIMITED_SPREAD)  # noqa: S311 (not security)
+def _throttled(account: str, delay_s: float) -> Retry:
+    """A step refused a rate-limit slot comes back after its delay plus up to half as much
+    again: a backlog refused together would otherwise come back together, and the burst of
+    redeliveries (each a broker publish, a result write and a Lua call) jittered the send times
+    of the steps holding slots (the busiest second at 50/s in runs here: 56 with exact delays)."""
+    metrics.RATE_LIMITED.labels(account).inc()
+    spread = delay_s * random.uniform(1.0, 1.0 + LIMITED_SPREAD)  # noqa: S311 (not security)
+    return _wait(spread, "throttled", "global rate limit reached")
 
 
 def _wait(delay_s: float, kind: str, reason: str) -> Retry:

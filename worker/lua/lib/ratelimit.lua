@@ -4,6 +4,13 @@ local function now_us()
   return tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
 
+-- tat_and_delay(rate, tolerance_us, now): the theoretical arrival time (never in the past) and
+-- how long a slot taken at `now` would wait (us; negative: burst credit left).
+local function tat_and_delay(rate_key, tolerance_us, now)
+  local tat = math.max(tonumber(redis.call('GET', rate_key) or '0'), now)
+  return tat, tat - tolerance_us - now
+end
+
 -- rate_slot(rate, cooloff, emission_us, tolerance_us, max_wait_ms): GCRA on Redis server time in
 -- microseconds (milliseconds would round the interval: 1000/300 -> 3 ms, 333/s instead of 300),
 -- shared by every process and pod. A slot is taken only if its delay is at most max_wait_ms.
@@ -22,11 +29,7 @@ local function rate_slot(rate_key, cooloff_key, emission_us, tolerance_us, max_w
     return {'ok', 0, 0}
   end
   local now = now_us()
-  local tat = tonumber(redis.call('GET', rate_key) or '0')
-  if tat < now then
-    tat = now
-  end
-  local delay = tat - tolerance_us - now
+  local tat, delay = tat_and_delay(rate_key, tolerance_us, now)
   if delay > max_wait_ms * 1000 then
     return {'limited', math.ceil(delay / 1000)}
   end
@@ -46,11 +49,6 @@ local function rate_wait(rate_key, cooloff_key, tolerance_us)
   if cool > 0 then
     return cool
   end
-  local now = now_us()
-  local tat = tonumber(redis.call('GET', rate_key) or '0')
-  local delay = tat - tolerance_us - now
-  if delay < 0 then
-    return 0
-  end
-  return math.ceil(delay / 1000)
+  local _, delay = tat_and_delay(rate_key, tolerance_us, now_us())
+  return math.max(0, math.ceil(delay / 1000))
 end
