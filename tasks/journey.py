@@ -1,9 +1,14 @@
-"""`zns.send_journey_step`: decode kwargs, call JourneySender, map the outcome to Celery."""
+"""`zns.send_journey_step`: decode kwargs, call JourneySender, map the outcome to Celery.
+
+`run_step` is the whole life of one step short of Celery: the batch task (tasks/batch.py) runs
+the same function for each step it carries."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import redis
@@ -27,6 +32,24 @@ PUBLISH_FIRST_PAUSE_S = 0.5
 PUBLISH_MAX_PAUSE_S = 5.0
 
 
+@dataclass(frozen=True)
+class Again:
+    """The step runs again later: published anew after `countdown` with this `_meta`."""
+
+    job: Job
+    meta: dict[str, Any]
+    countdown: float
+    cause: BaseException | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The task kwargs of the new message (the job and its attempt history)."""
+        return {**self.job.kwargs(), "_meta": self.meta}
+
+
+StepResult = dict[str, Any] | Again
+"""A step's final result (the task result a producer reads), or when to run it again."""
+
+
 @app.task(
     name=TASK_NAME,
     bind=True,
@@ -38,23 +61,32 @@ PUBLISH_MAX_PAUSE_S = 5.0
 def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[type-arg]
     """Send one journey step (kwargs only; see DESIGN §3)."""
     task_id = str(self.request.id)
-    meta = _meta(kwargs.pop("_meta", None))
     if args:
-        return _dead_letter_invalid(task_id, "positional arguments are not accepted", args, kwargs)
+        kwargs.pop("_meta", None)
+        return dead_letter_invalid(task_id, "positional arguments are not accepted", args, kwargs)
+    result = run_step(task_id, kwargs)
+    if isinstance(result, Again):
+        _reschedule(self, result)
+    return result
+
+
+def run_step(task_id: str, kwargs: dict[str, Any]) -> StepResult:
+    """Validate and process one step (its `_meta`, if any, is popped from `kwargs`)."""
+    meta = _meta(kwargs.pop("_meta", None))
     try:
         job = parse_job(kwargs, default_key=task_id)
     except InvalidJob as exc:
-        return _dead_letter_invalid(task_id, str(exc), args, kwargs)
+        return dead_letter_invalid(task_id, str(exc), (), kwargs)
     if runtime().settings.account(job.account) is None:
-        return _dead_letter_invalid(task_id, f"unknown account {job.account!r}", args, kwargs)
+        return dead_letter_invalid(task_id, f"unknown account {job.account!r}", (), kwargs)
     account_token = current_account.set(job.account)
     try:
-        return _run(self, job, meta, task_id)
+        return _run(job, meta, task_id)
     finally:
         current_account.reset(account_token)
 
 
-def _run(task: Task, job: Job, meta: dict[str, Any], task_id: str) -> dict[str, Any]:  # type: ignore[type-arg]
+def _run(job: Job, meta: dict[str, Any], task_id: str) -> StepResult:
     history = tuple(meta.get("history", []))
     attempt = Attempt(
         task_id=task_id,
@@ -69,28 +101,23 @@ def _run(task: Task, job: Job, meta: dict[str, Any], task_id: str) -> dict[str, 
         # failure of the job). The RETRY result cannot be stored meanwhile: the result backend
         # drops it (worker/result_backend.py) instead of leaving the message unsettled.
         log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
-        _reschedule(task, job, {"history": list(history)}, INFRA_RETRY_S, cause=exc)
-    return _to_celery(task, job, history, outcome)
-
-
-def _to_celery(
-    task: Task,  # type: ignore[type-arg]
-    job: Job,
-    history: tuple[dict[str, Any], ...],
-    outcome: Outcome,
-) -> dict[str, Any]:
-    kwargs = job.kwargs()
-    if isinstance(outcome, Sent | Duplicate | AlreadyDead):
-        return outcome.result
+        return Again(job, {"history": list(history)}, INFRA_RETRY_S, cause=exc)
     if isinstance(outcome, Retry):
         log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
-        _reschedule(task, job, {"history": [*history, outcome.error]}, outcome.delay_s)
+        return Again(job, {"history": [*history, outcome.error]}, outcome.delay_s)
+    return _final(job, outcome)
+
+
+def _final(job: Job, outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome, Sent | Duplicate | AlreadyDead):
+        return outcome.result
+    tracking_id = job.kwargs().get("tracking_id")
     if isinstance(outcome, Park):
         return {
             "status": "parked",
             "reason": outcome.reason.value,
             "due_at": outcome.due_at,
-            "tracking_id": kwargs.get("tracking_id"),
+            "tracking_id": tracking_id,
             "detail": outcome.detail[:300],
         }
     assert isinstance(outcome, DeadLetter)
@@ -98,32 +125,37 @@ def _to_celery(
         "status": "dead_lettered",
         "reason": outcome.reason[:300],
         "code": outcome.code,
-        "tracking_id": kwargs.get("tracking_id"),
+        "tracking_id": tracking_id,
     }
 
 
-def _reschedule(
-    task: Task,  # type: ignore[type-arg]
-    job: Job,
-    meta: dict[str, Any],
-    countdown: float,
-    cause: BaseException | None = None,
-) -> NoReturn:
-    """Publish the step again with a countdown, then let Celery ack this message.
+def _reschedule(task: Task, again: Again) -> NoReturn:  # type: ignore[type-arg]
+    """Publish the step again with a countdown (Celery's retry), then let Celery ack this one."""
 
-    If the new message cannot be published (the broker is restarting), keep trying for a while:
-    with a Redis broker, a message taken just as Redis went down may exist only in this thread
+    def retry() -> None:
+        raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
+            countdown=again.countdown, kwargs=again.kwargs(), kwargsrepr=again.job.kwargs_repr()
+        ) from again.cause
+
+    publish_within_budget(retry, (Reject,))
+    raise AssertionError("unreachable: Task.retry always raises")  # pragma: no cover
+
+
+def publish_within_budget(
+    publish: Callable[[], object], errors: tuple[type[BaseException], ...]
+) -> None:
+    """Run `publish`; while it fails with `errors` (the broker is restarting), try again for a
+    while, then requeue the message in hand.
+
+    With a Redis broker, a message taken just as Redis went down may exist only in this thread
     (kombu records it as unacked in a second call, which failed). Celery would reject it without
     requeue; after the budget it is requeued instead, never dropped."""
     pause, deadline = PUBLISH_FIRST_PAUSE_S, time.monotonic() + PUBLISH_BUDGET_S
     while True:
         try:
-            raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
-                countdown=countdown,
-                kwargs={**job.kwargs(), "_meta": meta},
-                kwargsrepr=job.kwargs_repr(),
-            ) from cause
-        except Reject as exc:
+            publish()
+            return
+        except errors as exc:
             reason = exc.args[0] if exc.args else None
             if time.monotonic() + pause > deadline:
                 log.error("could not publish the retry (%r); requeueing the step", reason)
@@ -143,7 +175,7 @@ def _meta(raw: object) -> dict[str, Any]:
     }
 
 
-def _dead_letter_invalid(
+def dead_letter_invalid(
     task_id: str, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """A job that can never be sent: keep it whole for an operator, never retry it."""

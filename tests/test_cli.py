@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
-from worker.celery_app import QUEUE
+from worker.celery_app import BATCH_TASK_NAME, QUEUE
 from worker.cli import app
 from worker.parking import ParkReason
 from worker.runtime import Runtime
@@ -33,11 +35,17 @@ def zns(env: dict[str, str], *args: str) -> tuple[int, str]:
 
 
 def queued(redis_url: str) -> int:
+    """Journey steps on the queue (a bulk message carries several)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        return int(client.llen(QUEUE))
+        return sum(_steps_in(json.loads(raw)) for raw in client.lrange(QUEUE, 0, -1))
     finally:
         client.close()
+
+
+def _steps_in(message: dict[str, Any]) -> int:
+    _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    return len(kwargs["steps"]) if message["headers"]["task"] == BATCH_TASK_NAME else 1
 
 
 def test_enqueue_one_from_flags(env: dict[str, str], redis_url: str) -> None:

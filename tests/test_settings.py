@@ -74,6 +74,20 @@ def test_misconfiguration_names_the_variable(
         load_settings()
 
 
+def test_a_visibility_timeout_shorter_than_a_batch_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bulk batch may hold its message for the soft limit plus one step (the hard limit)
+    monkeypatch.setenv("ZNS_CELERY__SOFT_TIME_LIMIT_S", "100")
+    monkeypatch.setenv("ZNS_CELERY__TIME_LIMIT_S", "140")
+    monkeypatch.setenv("ZNS_PIPELINE__CLAIM_TTL_S", "150")
+    monkeypatch.setenv("ZNS_CELERY__VISIBILITY_TIMEOUT_S", "230")
+    with pytest.raises(ConfigError, match="ZNS_CELERY__VISIBILITY_TIMEOUT_S"):
+        load_settings()
+    monkeypatch.setenv("ZNS_CELERY__VISIBILITY_TIMEOUT_S", "241")
+    assert load_settings().celery.visibility_timeout_s == 241
+
+
 def test_bad_secret_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZNS_HTTP__READ_TIMEOUT_S", "secret-looking-garbage")
     with pytest.raises(ConfigError) as info:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
@@ -38,13 +37,15 @@ from worker.producer import Producer
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.control import SandboxControl
 from worker.sandbox.server import running_sandbox
-from worker.settings import Settings
+from worker.settings import DEFAULT_STEPS_PER_MESSAGE, PipelineSettings, Settings
 
 THREADS_PER_PROCESS = 200
 #: Alternating bulk / one-by-one rounds in the enqueue comparison (median of the ratios).
 ENQUEUE_ROUNDS = 5
 RATE_PER_S = 50
 ACCESS = SANDBOX_CREDENTIALS["ZNS_ACCESS_TOKEN"]
+#: The result writes' round trips (worker/result_backend.py), apart from ours.
+RESULT_TRIPS = "zns_result_round_trips"
 NAIVE_APP, NAIVE_Q, NAIVE_TASK = "tasks.naive", "zns-naive", "bench.naive_send"
 
 
@@ -77,7 +78,7 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     redis_trips_per_msg: float | None = None  # ours, counted by the workers themselves
-    celery_result_trips_per_msg: float | None = None  # Celery's result backend, same Redis
+    celery_result_trips_per_msg: float | None = None  # task-result writes (a batch: one)
     zalo_calls_per_msg: float | None = None
     get_token_calls: int | None = None
     rss_mb: float | None = None
@@ -299,15 +300,24 @@ def bench_naive(sc: Scenario) -> Row:
     return _row("naive", sc, seconds, latencies, zalo_calls_per_msg=1.0, rss_mb=rss.peak_kb / 1024)
 
 
-def bench_ours(sc: Scenario, *, extra_env: dict[str, str] | None = None) -> Row:
-    """The full pipeline."""
+def bench_ours(
+    sc: Scenario, *, extra_env: dict[str, str] | None = None, steps_per_message: int | None = None
+) -> Row:
+    """The full pipeline, enqueued with the bulk API (`steps_per_message`: the setting's default
+    of 10, or as given)."""
     steps = make_steps(sc.size.steps, sc.size.journeys)
     enqueued_at: dict[str, float] = {}
     with _redis() as state, _redis() as broker:
         env = {**_worker_env(state.url, broker.url, sc.url), **(extra_env or {})}
-        producer = Producer(Settings(_env_file=None, redis_url=state.url, broker_url=broker.url))
+        per_message = steps_per_message or DEFAULT_STEPS_PER_MESSAGE
+        pipeline = PipelineSettings(steps_per_message=per_message)
+        settings = Settings(
+            _env_file=None, redis_url=state.url, broker_url=broker.url, pipeline=pipeline
+        )
+        producer = Producer(settings)
         with _workers(sc, env) as workers, RssSampler([w.pid for w in workers if w.pid]) as rss:
             trips_before = _round_trips(workers)
+            results_before = _round_trips(workers, RESULT_TRIPS)
             started = time.perf_counter()
             for chunk in range(0, len(steps), 1000):
                 batch = steps[chunk : chunk + 1000]
@@ -317,12 +327,13 @@ def bench_ours(sc: Scenario, *, extra_env: dict[str, str] | None = None) -> Row:
             _wait_sent(sc.control, len(steps))
             seconds = time.perf_counter() - started
             trips = _round_trips(workers) - trips_before
-            celery_results = _celery_result_trips(state.url) / len(steps)
+            results = _round_trips(workers, RESULT_TRIPS) - results_before
     stats = sc.control.stats()
     return _row(
-        "ours", sc, seconds, _sent_latencies(sc.control, enqueued_at),
+        "ours" if steps_per_message is None else f"ours-{steps_per_message}/msg",
+        sc, seconds, _sent_latencies(sc.control, enqueued_at),
         redis_trips_per_msg=trips / len(steps),
-        celery_result_trips_per_msg=celery_results,
+        celery_result_trips_per_msg=results / len(steps),
         zalo_calls_per_msg=sum(stats.calls.values()) / len(steps),
         get_token_calls=stats.calls.get("get-token", 0),
         rss_mb=rss.peak_kb / 1024,
@@ -341,29 +352,18 @@ def _answers(port: str) -> bool:
         return False
 
 
-def _round_trips(workers: list[WorkerProcess]) -> float:
-    """Sum of `zns_redis_round_trips_total` over the workers' /metrics."""
+def _round_trips(workers: list[WorkerProcess], family_name: str = "zns_redis_round_trips") -> float:
+    """Sum of a counter (default `zns_redis_round_trips_total`) over the workers' /metrics."""
     total = 0.0
     for worker in workers:
         port = worker.env["ZNS_CELERY__METRICS_PORT"]
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         for family in text_string_to_metric_families(text):
-            if family.name == "zns_redis_round_trips":
+            if family.name == family_name:
                 total += sum(
                     sample.value for sample in family.samples if sample.name.endswith("_total")
                 )
     return total
-
-
-def _celery_result_trips(url: str) -> int:
-    """Celery's result backend: one `store_result.lua` call per stored result, which PUBLISHes
-    the result once (nothing else of ours PUBLISHes on the state Redis)."""
-    client = redis.Redis.from_url(url)
-    try:
-        stats: dict[str, Any] = client.info("commandstats")
-        return int(stats.get("cmdstat_publish", {}).get("calls", 0))
-    finally:
-        client.close()
 
 
 def bench_enqueue(size: Size) -> Row:
@@ -477,9 +477,10 @@ def _cases(size: Size, focus: Focus) -> list[tuple[int, int]]:
 
 
 def _triple(size: Size, processes: int, latency: int, workdir: Path, console: Console) -> list[Row]:
-    """raw, naive and ours, each against a fresh sandbox at the same latency."""
+    """raw, naive, ours and ours with one step per message, each against a fresh sandbox at the
+    same latency."""
     rows = []
-    for bench in (bench_raw, bench_naive, bench_ours):
+    for bench in (bench_raw, bench_naive, bench_ours, bench_ours_single):
         with _sandbox(latency) as (url, control):
             sc = Scenario(url, control, size, processes, latency, workdir)
             label = (
@@ -487,6 +488,11 @@ def _triple(size: Size, processes: int, latency: int, workdir: Path, console: Co
             )
             rows.append(_announce(console, label, lambda: bench(sc)))  # noqa: B023
     return rows
+
+
+def bench_ours_single(sc: Scenario) -> Row:
+    """The full pipeline, one step per broker message (what `send_task` producers get)."""
+    return bench_ours(sc, steps_per_message=1)
 
 
 def _announce(console: Console, label: str, run: Callable[[], Row]) -> Row:
@@ -508,7 +514,7 @@ def _checks(rows: list[Row]) -> dict[str, Any]:
     if ours and naive and raw:
         checks["ours/naive @100ms, 1 process"] = round(ours.throughput / naive.throughput, 2)
         checks["ours/raw @100ms, 1 process"] = round(ours.throughput / raw.throughput, 2)
-    ours_rows = [r for r in rows if r.name == "ours"]
+    ours_rows = [r for r in rows if r.name.startswith("ours")]
     if ours_rows:
         checks["max Redis round trips per message (ours)"] = round(
             max(r.redis_trips_per_msg or 0 for r in ours_rows), 2
@@ -534,7 +540,7 @@ def _table(rows: list[Row]) -> Table:
         table.add_row(
             r.name, f"{r.latency_ms}", f"{r.processes}", f"{r.steps}", f"{r.throughput:,.0f}",
             _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.redis_trips_per_msg, 2),
-            _fmt(r.celery_result_trips_per_msg, 1),
+            _fmt(r.celery_result_trips_per_msg, 2),
             _fmt(r.zalo_calls_per_msg, 2), _fmt(r.rss_mb),
         )  # fmt: skip
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -14,7 +15,9 @@ from worker.settings import Settings
 
 QUEUE = "zns"
 TASK_NAME = "zns.send_journey_step"
-TASK_MODULES = ["tasks.journey", "tasks.maintenance"]
+#: Several steps in one message: what bulk enqueue publishes (tasks/batch.py).
+BATCH_TASK_NAME = "zns.send_journey_steps"
+TASK_MODULES = ["tasks.journey", "tasks.batch", "tasks.maintenance"]
 CONSUMER_CLASS = "tasks.consumer:DeadLetteringConsumer"
 #: Seconds between two sweeps for expired unacked messages (Redis broker); each is one
 #: ZREVRANGEBYSCORE under a mutex, cheap.
@@ -73,7 +76,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Everything on our queue, by name, for producers that import nothing of ours.
         "task_default_queue": QUEUE,
         "task_queues": [Queue(QUEUE)],
-        "task_routes": {TASK_NAME: {"queue": QUEUE}},
+        "task_routes": {TASK_NAME: {"queue": QUEUE}, BATCH_TASK_NAME: {"queue": QUEUE}},
         # A lost broker connection must not leave half-done tasks running unacked.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
@@ -98,4 +101,31 @@ def publish_step(app: Celery, kwargs: dict[str, Any], **options: Any) -> str:
     result = app.send_task(
         TASK_NAME, kwargs=kwargs, kwargsrepr=masked_kwargs_repr(kwargs), queue=QUEUE, **options
     )
+    return str(result.id)
+
+
+def batch_kwargs(
+    steps: Sequence[tuple[str, dict[str, Any]]], link: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The kwargs of one `zns.send_journey_steps` message: (task id, step kwargs) pairs."""
+    kwargs: dict[str, Any] = {"steps": [{"id": task_id, "kwargs": kw} for task_id, kw in steps]}
+    if link is not None:
+        kwargs["link"] = link
+    return kwargs
+
+
+def publish_batch(
+    app: Celery,
+    steps: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    link: dict[str, Any] | None = None,
+    **options: Any,
+) -> str:
+    """Publish several steps as one message (each keeps its task id for results and Flower).
+    Returns the batch message's id."""
+    kwargs = batch_kwargs(steps, link)
+    result = app.send_task(
+        BATCH_TASK_NAME, kwargs=kwargs, kwargsrepr=masked_kwargs_repr(kwargs), queue=QUEUE,
+        **options,
+    )  # fmt: skip
     return str(result.id)

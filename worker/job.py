@@ -105,9 +105,13 @@ class Job(BaseModel):
 
 def masked_kwargs_repr(kwargs: dict[str, Any]) -> str:
     """repr of task kwargs for logs, events and Flower: the phone (and a journey equal to it)
-    masked, template values (names, amounts, addresses) hidden behind their keys, `_meta` out."""
+    masked, template values (names, amounts, addresses) hidden behind their keys, `_meta` out;
+    a batch's steps (`zns.send_journey_steps`) shown by their task ids only."""
     phone = kwargs.get("phone")
     shown = {k: v for k, v in kwargs.items() if k != "_meta"}
+    steps = shown.get("steps")
+    if isinstance(steps, list):
+        shown["steps"] = [s.get("id") if isinstance(s, dict) else "?" for s in steps]
     data = shown.get("template_data")
     if isinstance(data, dict):
         shown["template_data"] = dict.fromkeys(data, "…")

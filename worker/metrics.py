@@ -55,6 +55,10 @@ REDIS_ROUND_TRIPS = Counter(
     "zns_redis_round_trips_total",
     "Round trips to the state Redis (a pipeline or a Lua call is one), from this process.",
 )
+RESULT_ROUND_TRIPS = Counter(
+    "zns_result_round_trips_total",
+    "Round trips of the task-result writes (a bulk batch's results are one), from this process.",
+)
 RATE_LIMITED = Counter(
     "zns_rate_limited_total",
     "Steps rescheduled because the global rate limit was reached.",

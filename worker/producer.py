@@ -135,7 +135,8 @@ class Producer:
             if on_progress is not None:
                 on_progress(1)
         else:
-            BulkPublisher(self._app, link=link).publish(
+            per_message = self._settings.pipeline.steps_per_message
+            BulkPublisher(self._app, link=link, steps_per_message=per_message).publish(
                 items, on_progress=on_progress, before_batch=before
             )
         return ids

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -75,6 +76,23 @@ class ResultBackend(RedisBackend):
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 
+    def store_many(self, results: Sequence[tuple[str, Any]]) -> None:
+        """The SUCCESS results of several tasks (a batch's steps) in one round trip, with the
+        same retry budget and drop rule as `store_result`."""
+        deadline = time.monotonic() + self.store_budget_s
+        pause = FIRST_PAUSE_S
+        while results:
+            try:
+                self._store_pipelined(results)
+                return
+            except _UNREACHABLE as exc:
+                if time.monotonic() + pause > deadline:
+                    for task_id, result in results:
+                        _dropped(task_id, states.SUCCESS, exc, result)
+                    return
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
     def _store_result(
         self,
         task_id: str,
@@ -84,6 +102,27 @@ class ResultBackend(RedisBackend):
         request: Any = None,
         **_: Any,
     ) -> Any:
+        # One attempt here, not kombu's `ensure` (it would retry for ~20 s; with no retries it is
+        # only a costly wrapper): `store_result` owns retrying.
+        metrics.RESULT_ROUND_TRIPS.inc()
+        self._script_for(self.client)(
+            keys=[self._key(task_id)], args=self._args(task_id, result, state, traceback, request)
+        )
+        return result
+
+    def _store_pipelined(self, results: Sequence[tuple[str, Any]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        script = self._script_for(self.client)
+        for task_id, result in results:
+            args = self._args(task_id, result, states.SUCCESS)
+            script(keys=[self._key(task_id)], args=args, client=pipe)
+        metrics.RESULT_ROUND_TRIPS.inc()
+        pipe.execute()
+
+    def _args(
+        self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None
+    ) -> list[Any]:
+        """store_result.lua's arguments: the meta as Celery encodes it, and its expiry."""
         meta: dict[str, Any] = self._get_result_meta(  # type: ignore[attr-defined]  # not stubbed
             result=result, state=state, traceback=traceback, request=request
         )
@@ -94,16 +133,15 @@ class ResultBackend(RedisBackend):
                 "value too large for Redis backend", state=state, task_id=task_id
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        key = bytes_to_str(self.get_key_for_task(task_id))
-        # One attempt here, not kombu's `ensure` (it would retry for ~20 s; with no retries it is
-        # only a costly wrapper): `store_result` owns retrying.
-        self._store(key, value, int(expires or 0))
-        return result
+        return [value, int(expires or 0)]
 
-    def _store(self, key: str, value: str | bytes, expires_s: int) -> None:
+    def _key(self, task_id: str) -> str:
+        return bytes_to_str(self.get_key_for_task(task_id))
+
+    def _script_for(self, client: redis.Redis) -> Script:
         if self._script is None:
-            self._script = register(self.client, "store_result")
-        self._script(keys=[key], args=[value, expires_s])
+            self._script = register(client, "store_result")
+        return self._script
 
 
 def _dropped(task_id: str, state: str, exc: BaseException, result: Any) -> Any:

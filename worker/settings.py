@@ -34,6 +34,9 @@ DEFAULT_RATE_HEADROOM = 0.05
 ZALO_API_BASE_URL = "https://business.openapi.zalo.me"
 ZALO_OAUTH_BASE_URL = "https://oauth.zaloapp.com"
 
+#: Bulk enqueue: journey steps per broker message (`PipelineSettings.steps_per_message`).
+DEFAULT_STEPS_PER_MESSAGE = 10
+
 
 class HttpSettings(BaseModel):
     """Timeouts for calls to Zalo; explicit so a hung connection never holds a worker slot."""
@@ -88,6 +91,10 @@ class PipelineSettings(BaseModel):
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
     release_batch: int = Field(default=500, ge=1)
+    #: Bulk enqueue: journey steps per broker message (tasks/batch.py); 1: one message per step.
+    #: A worker thread runs a message's steps one after the other, so keep enough messages for
+    #: every thread: a run of S steps keeps S / steps_per_message threads busy.
+    steps_per_message: int = Field(default=DEFAULT_STEPS_PER_MESSAGE, ge=1, le=100)
     #: A numbered step waits (parked, no worker slot held) at most this long for the lower steps of
     #: its journey; then it is sent anyway (logged, counted). Ten minutes covers retries with
     #: backoff and a maintenance pass or two; longer holds (quota, night) hold the lower steps too.
@@ -214,6 +221,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ZNS_CELERY__VISIBILITY_TIMEOUT_S must exceed ZNS_PIPELINE__CLAIM_TTL_S + "
                 "ZNS_PIPELINE__RETRY_MAX_DELAY_S (no countdown may outlive it)"
+            )
+        if c.visibility_timeout_s <= c.soft_time_limit_s + c.time_limit_s:
+            # A bulk batch starts no step after the soft limit; its last step ends by the hard one.
+            raise ValueError(
+                "ZNS_CELERY__VISIBILITY_TIMEOUT_S must exceed ZNS_CELERY__SOFT_TIME_LIMIT_S + "
+                "ZNS_CELERY__TIME_LIMIT_S (how long a batch of steps may hold its message)"
             )
         if p.retry_max_delay_s < p.retry_base_delay_s:
             raise ValueError("ZNS_PIPELINE__RETRY_MAX_DELAY_S must be >= RETRY_BASE_DELAY_S")

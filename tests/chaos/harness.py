@@ -179,7 +179,7 @@ class HeldMessage:
 
     delivery_tag: str
     task_id: str
-    key: str | None
+    keys: tuple[str, ...]  # the idempotency keys of its step(s): a bulk batch carries several
     delivered_at: float
 
 
@@ -297,7 +297,7 @@ class Chaos:
             held[tag] = HeldMessage(
                 delivery_tag=tag,
                 task_id=str(message.get("headers", {}).get("id")),
-                key=_job_key(message),
+                keys=_job_keys(message),
                 delivered_at=float(scores.get(tag, 0.0)),
             )
         return held
@@ -403,16 +403,19 @@ class Chaos:
         }
 
 
-def _job_key(message: dict[str, Any]) -> str | None:
-    """The idempotency key inside a raw kombu message (base64 body, Celery protocol 2)."""
+def _job_keys(message: dict[str, Any]) -> tuple[str, ...]:
+    """The idempotency keys inside a raw kombu message (base64 body, Celery protocol 2): one
+    for a single step, each step's for a bulk batch (`zns.send_journey_steps`)."""
     body = message.get("body", "")
-    with contextlib.suppress(ValueError, TypeError, IndexError):
+    with contextlib.suppress(ValueError, TypeError, IndexError, AttributeError):
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body).decode()
         kwargs = json.loads(body)[1]
-        key = kwargs.get("idempotency_key")
-        return key if isinstance(key, str) else None
-    return None
+        steps = kwargs.get("steps")
+        jobs = [s.get("kwargs", {}) for s in steps] if isinstance(steps, list) else [kwargs]
+        keys = (job.get("idempotency_key") for job in jobs)
+        return tuple(key for key in keys if isinstance(key, str))
+    return ()
 
 
 def rabbitmq_idle(vhost: str, url: str) -> Callable[[], bool]:

@@ -35,13 +35,15 @@ from tests.chaos.harness import SHORT_TIMEOUTS, Chaos, Step, make_steps
 from tests.chaos.report import Row
 from worker.producer import Producer
 from worker.sandbox.config import SandboxConfig
+from worker.settings import DEFAULT_STEPS_PER_MESSAGE
 
 RESUME_BOUND_S = 10.0
 WORKERS = 2
 #: kombu's Redis transport pops a message (BRPOP) before the worker has it: a reply still in
 #: Redis's output buffer when Redis stops is gone with it. At most one pop in flight per worker
-#: (docs/reliability.md, "Where a job can be lost").
-IN_FLIGHT_POPS = WORKERS
+#: (docs/reliability.md, "Where a job can be lost"); the feeder enqueues in bulk, so a message
+#: carries up to `steps_per_message` steps.
+IN_FLIGHT_POPS = WORKERS * DEFAULT_STEPS_PER_MESSAGE
 RESUMED_AFTER_SENDS = 50  # "resumed": this many sends after Redis is back
 EVERYSEC_WINDOW_S = 1.0
 BATCH = 40

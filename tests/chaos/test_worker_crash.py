@@ -58,9 +58,10 @@ def held_by_dead_redis(chaos: Chaos, killed_at: float) -> set[str]:
     time.sleep(SETTLE_S)
     after = chaos.held_messages()
     return {
-        m.key
+        key
         for tag, m in before.items()
-        if tag in after and m.key is not None and m.delivered_at <= killed_at
+        if tag in after and m.delivered_at <= killed_at
+        for key in m.keys
     }
 
 

@@ -169,6 +169,44 @@ def test_flower_shows_the_task_without_phone_or_tokens(
     assert "8498****321" in info["kwargs"]
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_flower_shows_each_step_of_a_bulk_batch_by_its_own_id(
+    flower_process: FlowerProcess,
+    flower_auth: tuple[str, str],
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    control: SandboxControl,
+) -> None:
+    # Given a worker and Flower
+    start_worker(concurrency=4)
+    with httpx.Client(
+        base_url=flower_process.base_url, auth=flower_auth, timeout=HTTP_TIMEOUT_S
+    ) as client:
+        wait_until(lambda: _sees_a_worker(client), timeout_s=30, what="Flower sees the worker")
+        # When three steps are enqueued in bulk (one `zns.send_journey_steps` message)
+        jobs = [
+            {"phone": FULL_PHONE, "template_id": "248791", "template_data": {"n": n}}
+            for n in range(3)
+        ]
+        task_ids = Producer(settings).enqueue_many(jobs).task_ids
+        # Then Flower shows each step under its own id, by the single-step name, done
+        wait_until(
+            lambda: all((_task_info(client, t) or {}).get("state") == "SUCCESS" for t in task_ids),
+            timeout_s=60,
+            what="Flower shows every step SUCCESS",
+        )
+        infos = [_task_info(client, t) or {} for t in task_ids]
+    assert [info["name"] for info in infos] == [TASK] * 3
+    assert all(ast.literal_eval(info["result"])["status"] == "sent" for info in infos)
+    assert all(info["received"] and info["started"] for info in infos)
+    # And the phone is masked, no token shows
+    shown = json.dumps(infos)
+    assert NATIONAL_DIGITS not in shown
+    assert all("8498****321" in info["kwargs"] for info in infos)
+    assert _secrets_in(shown, control) == []
+
+
 WORKER_SIDE_MASKING = (
     "the worker passes on what it was given: its task-received event carries the message's own "
     "kwargsrepr (a producer that sets none shows the phone), and `inspect scheduled/reserved` "

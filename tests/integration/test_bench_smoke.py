@@ -1,0 +1,41 @@
+"""`zns bench --smoke`: the harness works end to end (CI runs only this small size; speed is
+measured by `make bench`, never asserted in a test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from worker.cli import app
+
+SCENARIOS = {"raw", "naive", "ours", "ours-1/msg", "enqueue", "rate-limit"}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_the_smoke_run_measures_every_scenario_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--smoke", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    rows = {row["name"]: row for row in results["rows"]}
+    assert set(rows) == SCENARIOS
+    assert all(row["throughput"] > 0 for row in rows.values())
+    # ours: every step sent, with its own figures measured (round trips counted by the workers)
+    for name in ("ours", "ours-1/msg"):
+        assert rows[name]["get_token_calls"] == rows[name]["extra"]["journeys"]
+        assert rows[name]["redis_trips_per_msg"] > 0
+        assert rows[name]["celery_result_trips_per_msg"] > 0
+        assert rows[name]["rss_mb"] > 0
+    assert (
+        rows["ours"]["celery_result_trips_per_msg"]
+        < rows["ours-1/msg"]["celery_result_trips_per_msg"]
+    )
+    checks = results["checks"]
+    assert checks["get-token calls == journeys"] is True
+    assert "ours/naive @100ms, 1 process" in checks and "bulk / apply_async each" in checks
+    assert checks["rate limit busiest 1 s window"] > 0
+    assert "ours/naive" in result.output  # the table and the checks are printed
