@@ -30,7 +30,7 @@ from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
 from worker import metrics
-from worker.scripts import Script, register
+from worker.scripts import Script, register, run_pipelined
 
 log = logging.getLogger(__name__)
 BACKEND = "worker.result_backend:ResultBackend"
@@ -111,13 +111,13 @@ class ResultBackend(RedisBackend):
         return result
 
     def _store_pipelined(self, results: Sequence[tuple[str, Any]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
         script = self._script_for(self.client)
-        for task_id, result in results:
-            args = self._args(task_id, result, states.SUCCESS)
-            script(keys=[self._key(task_id)], args=args, client=pipe)
+        calls = [
+            (script, [self._key(task_id)], self._args(task_id, result, states.SUCCESS))
+            for task_id, result in results
+        ]
         metrics.RESULT_ROUND_TRIPS.inc()
-        pipe.execute()
+        run_pipelined(self.client, calls)
 
     def _args(
         self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None

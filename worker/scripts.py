@@ -7,11 +7,13 @@ once and the hot-path scripts combine several of them into one round trip.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 Script = Any  # redis.commands.core.Script: called as script(keys=[...], args=[...])
 USES = "-- uses:"
@@ -31,6 +33,38 @@ def script_source(name: str) -> str:
 def register(client: redis.Redis, name: str) -> Script:
     """Register a script with a client; redis-py runs it by SHA and reloads it if Redis forgot."""
     return client.register_script(script_source(name))
+
+
+ScriptCall = tuple[Script, Sequence[Any], Sequence[Any]]
+"""(script, keys, args)."""
+
+
+def run_pipelined(client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Several script calls in one round trip; returns their replies, raises the first error.
+
+    By SHA only: redis-py's pipeline first asks SCRIPT EXISTS for its scripts, a second round
+    trip every time. A call Redis answers NOSCRIPT (restarted or flushed) is sent again, alone,
+    after its script is loaded; the others ran once."""
+    replies = _evalsha_all(client, calls)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        for index in missing:
+            script = calls[index][0]
+            script.sha = client.script_load(script.script)
+        again = _evalsha_all(client, [calls[i] for i in missing])
+        for index, reply in zip(missing, again, strict=True):
+            replies[index] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def _evalsha_all(client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))
 
 
 def _read(*parts: str) -> str:

@@ -26,7 +26,7 @@ from worker.clock import Clock, ms
 from worker.job import Job
 from worker.keys import Keys
 from worker.phone import mask_phone
-from worker.scripts import register
+from worker.scripts import ScriptCall, register, run_pipelined
 
 #: A delivery reported before its send was recorded waits this long for the record (the send is
 #: recorded within the step's time limit; a day covers a worker's outage too).
@@ -124,14 +124,14 @@ class StatusStore:
         by_account: dict[str, list[tuple[str, Job]]] = defaultdict(list)
         for task_id, job in jobs:
             by_account[job.account].append((task_id, job))
-        with self._client.pipeline(transaction=False) as pipe:
-            for items in by_account.values():
-                for start in range(0, len(items), ENQUEUE_CHUNK):
-                    chunk = items[start : start + ENQUEUE_CHUNK]
-                    keys = [key for _, job in chunk for key in self._step_keys(job)]
-                    args = [v for task_id, job in chunk for v in (*step_identity(job), task_id)]
-                    self._enqueued(keys=keys, args=[*head, *args], client=pipe)
-            pipe.execute()
+        calls: list[ScriptCall] = []
+        for items in by_account.values():
+            for start in range(0, len(items), ENQUEUE_CHUNK):
+                chunk = items[start : start + ENQUEUE_CHUNK]
+                keys = [key for _, job in chunk for key in self._step_keys(job)]
+                args = [v for task_id, job in chunk for v in (*step_identity(job), task_id)]
+                calls.append((self._enqueued, keys, [*head, *args]))
+        run_pipelined(self._client, calls)
 
     def mark_parked(self, job: Job, *, reason: str, due_at: float | None) -> bool:
         """Record that a step waits in the parking lot; False if it is already further along."""
