@@ -12,6 +12,7 @@ those of the stores, in fewer round trips.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -88,6 +89,17 @@ class StepGate:
         self._floor = quota_floor
         self._begin = register(client, "begin_step")
         self._finish = register(client, "finish_sent")
+        self._pool = client.connection_pool
+        self._local = threading.local()
+
+    def _own_client(self) -> redis.Redis:
+        """This thread's client on its own connection of the shared pool, for the two calls every
+        step makes: no pool checkout (lock, queue, readiness probe) per call."""
+        client: redis.Redis | None = getattr(self._local, "client", None)
+        if client is None:
+            client = redis.Redis(connection_pool=self._pool, single_connection_client=True)
+            self._local.client = client
+        return client
 
     def begin(self, step: StepKeys, *, owner: str, probe: bool) -> Started:
         """Claim, gates, rate slot, quota unit and token reads, atomically."""
@@ -112,7 +124,8 @@ class StepGate:
             rate.tolerance_us,
             self._limiter.max_wait_ms,
         ]
-        return _started([str(part) for part in self._begin(keys=keys, args=args)])
+        reply = self._begin(keys=keys, args=args, client=self._own_client())
+        return _started([str(part) for part in reply])
 
     def slot(self, account: str) -> Slot:
         """A rate-limit slot for a step that `begin` gave none (its journey token was missing)."""
@@ -143,7 +156,7 @@ class StepGate:
             *_quota_args(quota, now),
             *_status_args(job, result, msg_id, ms(now)),
         ]
-        return int(self._finish(keys=keys, args=args)[3])
+        return int(self._finish(keys=keys, args=args, client=self._own_client())[3])
 
     def _status_keys(self, job: Job, msg_id: str) -> list[str]:
         a, k = job.account, self._keys
