@@ -13,6 +13,10 @@ still gets what a `zns.send_journey_step` message gets:
 - a step that must run again later (retry, throttled, Redis unreachable) leaves the batch as a
   single `zns.send_journey_step` message with its countdown, under its own task id.
 
+A step whose journey token another step (of another batch, often: bulk runs put a journey's
+steps in neighbouring messages) is creating right now does not wait for it, polling Redis and
+holding the thread: it is taken up again after the batch's other steps, when the token exists.
+
 The batch is acked after its last step. If the worker dies first, the message is delivered again
 and the steps already sent are recognised by their idempotency keys (returned, not resent). A
 batch never holds its message longer than the soft time limit: steps not started by then go out
@@ -40,6 +44,7 @@ from tasks.journey import INFRA_RETRY_S, Again, dead_letter_invalid, publish_wit
 from worker.celery_app import BATCH_TASK_NAME, QUEUE, TASK_NAME, publish_batch, publish_step
 from worker.job import masked_kwargs_repr
 from worker.result_backend import ResultBackend
+from worker.sender import TOKEN_WAIT
 
 log = logging.getLogger(__name__)
 #: What stops a publish while the broker restarts (kombu wraps most; redis-py and sockets not).
@@ -78,6 +83,7 @@ class _BatchRun:
         self._deadline = time.monotonic() + runtime().settings.celery.soft_time_limit_s
         self._results: list[tuple[str, dict[str, Any]]] = []
         self._counts: Counter[str] = Counter()
+        self._started: set[str] = set()
         #: (type, fields) of the steps' task events, kept with their own timestamps.
         self._events: list[tuple[str, dict[str, Any]]] | None = (
             [] if runtime().settings.celery.task_events else None
@@ -88,33 +94,52 @@ class _BatchRun:
         for step_id, kwargs in steps:
             self._event("task-received", step_id, **_received_fields(step_id, kwargs))
         try:
-            for index, (step_id, kwargs) in enumerate(steps):
-                if time.monotonic() > self._deadline:
-                    self._hand_on(steps[index:])
-                    break
-                self._one(step_id, kwargs)
+            later = self._pass(steps, defer_token_wait=True)
+            self._pass(later, defer_token_wait=False)
         finally:
             self._settle()
         return dict(self._counts)
 
-    def _one(self, step_id: str, kwargs: dict[str, Any]) -> None:
-        self._event("task-started", step_id)
+    def _pass(
+        self, steps: list[tuple[str, dict[str, Any]]], *, defer_token_wait: bool
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Run `steps` in order (handing the rest on when the time is up); returns the steps
+        deferred while their journey token was being created elsewhere."""
+        later: list[tuple[str, dict[str, Any]]] = []
+        for index, (step_id, kwargs) in enumerate(steps):
+            if time.monotonic() > self._deadline:
+                self._hand_on([*steps[index:], *later])
+                return []
+            if self._one(step_id, kwargs, defer_token_wait=defer_token_wait):
+                later.append((step_id, kwargs))
+        return later
+
+    def _one(self, step_id: str, kwargs: dict[str, Any], *, defer_token_wait: bool) -> bool:
+        """Run one step; True if it was deferred (its journey token is being created)."""
+        if step_id not in self._started:  # a deferred step starts once
+            self._started.add(step_id)
+            self._event("task-started", step_id)
         started = time.perf_counter()
         try:
-            result = run_step(step_id, dict(kwargs))
+            result = run_step(step_id, dict(kwargs), defer_token_wait=defer_token_wait)
         except Exception:
             # Unexpected: the step goes out alone, where Celery's handling of a failing task
             # applies (not acked, delivered again) without holding up the rest of the batch.
             log.exception("a step failed in a batch; it goes out again alone")
             self._alone(step_id, kwargs, INFRA_RETRY_S, "failed")
-            return
+            return False
+        if isinstance(result, Again) and result.kind == TOKEN_WAIT and defer_token_wait:
+            log.info("step %s deferred to the end of its batch: %s", step_id, result.reason)
+            return True
         if isinstance(result, Again):
+            log.info("retrying in %.1fs: %s", result.countdown, result.reason or result.kind)
             self._alone(step_id, result.kwargs(), result.countdown, "retried")
-            return
+            return False
         self._results.append((step_id, result))
         self._counts[str(result.get("status"))] += 1
         runtime_s = time.perf_counter() - started
         self._event("task-succeeded", step_id, result=saferepr(result), runtime=runtime_s)
+        return False
 
     def _alone(self, step_id: str, kwargs: dict[str, Any], countdown: float, count: str) -> None:
         """Publish the step as a single `zns.send_journey_step` under its own id."""

@@ -40,6 +40,8 @@ class Again:
     meta: dict[str, Any]
     countdown: float
     cause: BaseException | None = None
+    kind: str | None = None  # the retry's class (worker/policy.py, `TOKEN_WAIT`, ...)
+    reason: str = ""
 
     def kwargs(self) -> dict[str, Any]:
         """The task kwargs of the new message (the job and its attempt history)."""
@@ -70,8 +72,9 @@ def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]: 
     return result
 
 
-def run_step(task_id: str, kwargs: dict[str, Any]) -> StepResult:
-    """Validate and process one step (its `_meta`, if any, is popped from `kwargs`)."""
+def run_step(task_id: str, kwargs: dict[str, Any], *, defer_token_wait: bool = False) -> StepResult:
+    """Validate and process one step (its `_meta`, if any, is popped from `kwargs`).
+    `defer_token_wait`: see `Attempt`."""
     meta = _meta(kwargs.pop("_meta", None))
     try:
         job = parse_job(kwargs, default_key=task_id)
@@ -81,18 +84,19 @@ def run_step(task_id: str, kwargs: dict[str, Any]) -> StepResult:
         return dead_letter_invalid(task_id, f"unknown account {job.account!r}", (), kwargs)
     account_token = current_account.set(job.account)
     try:
-        return _run(job, meta, task_id)
+        return _run(job, meta, task_id, defer_token_wait)
     finally:
         current_account.reset(account_token)
 
 
-def _run(job: Job, meta: dict[str, Any], task_id: str) -> StepResult:
+def _run(job: Job, meta: dict[str, Any], task_id: str, defer_token_wait: bool) -> StepResult:
     history = tuple(meta.get("history", []))
     attempt = Attempt(
         task_id=task_id,
         retries=sum(1 for h in history if h.get("class") not in WAIT_CLASSES),
         probe=bool(meta.get("probe")),
         history=history,
+        defer_token_wait=defer_token_wait,
     )
     try:
         outcome = runtime().sender.process(job, attempt)
@@ -103,8 +107,11 @@ def _run(job: Job, meta: dict[str, Any], task_id: str) -> StepResult:
         log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
         return Again(job, {"history": list(history)}, INFRA_RETRY_S, cause=exc)
     if isinstance(outcome, Retry):
-        log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
-        return Again(job, {"history": [*history, outcome.error]}, outcome.delay_s)
+        kind = outcome.error.get("class")
+        return Again(
+            job, {"history": [*history, outcome.error]}, outcome.delay_s, kind=kind,
+            reason=outcome.reason,
+        )  # fmt: skip
     return _final(job, outcome)
 
 
@@ -131,6 +138,7 @@ def _final(job: Job, outcome: Outcome) -> dict[str, Any]:
 
 def _reschedule(task: Task, again: Again) -> NoReturn:  # type: ignore[type-arg]
     """Publish the step again with a countdown (Celery's retry), then let Celery ack this one."""
+    log.info("retrying in %.1fs: %s", again.countdown, again.reason or again.kind)
 
     def retry() -> None:
         raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on

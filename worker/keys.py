@@ -61,7 +61,12 @@ class Keys:
 
     def journey_token_lock(self, account: str, phone: str, journey: str, token_type: str) -> str:
         """Single-flight lock for creating that journey token."""
-        return self.journey_token(account, phone, journey, token_type) + ":lock"
+        return self.lock_of(self.journey_token(account, phone, journey, token_type))
+
+    @staticmethod
+    def lock_of(journey_token_key: str) -> str:
+        """The creation lock of the journey token stored at `journey_token_key`."""
+        return journey_token_key + ":lock"
 
     def oauth(self, account: str) -> str:
         """Hash: access_token, access_expires_at_ms, refresh_token, refreshed_at_ms, generation."""

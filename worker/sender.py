@@ -12,6 +12,7 @@ becomes an Outcome chosen by `ErrorPolicy` from the error's action (`worker/zalo
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -48,7 +49,10 @@ log = logging.getLogger(__name__)
 BUSY_MIN_DELAY_S = 0.5
 BUSY_MAX_DELAY_S = 5.0
 #: Retry classes that are waits, not failures: they do not count towards the retry cap.
-WAIT_CLASSES = frozenset({"busy", "throttled"})
+#: Retry class of a step deferred while another step creates its journey token.
+TOKEN_WAIT = "token_wait"
+TOKEN_WAIT_DELAY_S = 0.5
+WAIT_CLASSES = frozenset({"busy", "throttled", TOKEN_WAIT})
 #: Pauses between attempts to record a send while Redis restarts: ~15 s in all, a tenth of the
 #: claim ttl that keeps a redelivery of the same step away meanwhile.
 SETTLE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -68,6 +72,9 @@ class Attempt:
     #: other's claim, and both would send.
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     probe: bool = False  # a canary for a paused account: may pass the pause gate
+    #: Come back later (Retry of class TOKEN_WAIT, nothing taken) instead of waiting while
+    #: another step creates the journey token: a bulk batch runs its other steps meanwhile.
+    defer_token_wait: bool = False
     history: tuple[dict[str, Any], ...] = ()  # earlier attempts' errors, kept with the job
 
 
@@ -146,10 +153,17 @@ class JourneySender:
     # -- begin -----------------------------------------------------------------------------------
 
     def _begin(self, step: StepKeys, attempt: Attempt) -> Started:
-        started = self._gate.begin(step, owner=attempt.owner, probe=attempt.probe)
+        begin = functools.partial(
+            self._gate.begin,
+            step,
+            owner=attempt.owner,
+            probe=attempt.probe,
+            defer_token_wait=attempt.defer_token_wait,
+        )
+        started = begin()
         if started.state is Begin.UNKNOWN:
             self.probe_quota(step.account, first=True)
-            started = self._gate.begin(step, owner=attempt.owner, probe=attempt.probe)
+            started = begin()
         return started
 
     def _after_begin(
@@ -161,11 +175,8 @@ class JourneySender:
             return Duplicate({**(started.result or {}), "status": "duplicate"})
         if state is Begin.DEAD:
             return AlreadyDead({**(started.result or {}), "status": "dead_lettered"})
-        if state is Begin.BUSY:
-            delay = min(max(started.delay_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S)
-            return _wait(delay, "busy", "another worker holds this job's claim")
-        if state is Begin.LIMITED:
-            return _throttled(job.account, started.delay_s)
+        if state in (Begin.BUSY, Begin.LIMITED, Begin.TOKEN_BUSY):
+            return _not_now(job.account, started)
         if state is not Begin.OK:
             return self._parked_by_gate(job, state)
         try:
@@ -382,6 +393,17 @@ class _NoSlot(Exception):
     def __init__(self, delay_s: float) -> None:
         super().__init__(f"no rate-limit slot within the wait; next in {delay_s:.1f}s")
         self.delay_s = delay_s
+
+
+def _not_now(account: str, started: Started) -> Retry:
+    """`begin` took nothing and the step must wait: claim held elsewhere, no rate-limit slot,
+    or (deferring) its journey token being created."""
+    if started.state is Begin.BUSY:
+        delay = min(max(started.delay_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S)
+        return _wait(delay, "busy", "another worker holds this job's claim")
+    if started.state is Begin.LIMITED:
+        return _throttled(account, started.delay_s)
+    return _wait(TOKEN_WAIT_DELAY_S, TOKEN_WAIT, "the journey token is being created")
 
 
 def _throttled(account: str, delay_s: float) -> Retry:

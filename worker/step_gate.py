@@ -40,6 +40,7 @@ class Begin(StrEnum):
     UNKNOWN = "unknown"  # no quota counter yet: probe, then begin again
     EXHAUSTED = "exhausted"
     LIMITED = "limited"  # no rate slot within the allowed wait: reschedule after `delay_s`
+    TOKEN_BUSY = "token_busy"  # deferring, and another step is creating the journey token
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +102,11 @@ class StepGate:
             self._local.client = client
         return client
 
-    def begin(self, step: StepKeys, *, owner: str, probe: bool) -> Started:
-        """Claim, gates, rate slot, quota unit and token reads, atomically."""
+    def begin(
+        self, step: StepKeys, *, owner: str, probe: bool, defer_token_wait: bool = False
+    ) -> Started:
+        """Claim, gates, rate slot, quota unit and token reads, atomically. `defer_token_wait`:
+        answer TOKEN_BUSY, taking nothing, if another step is creating the journey token."""
         a = step.account
         rate = self._limiter.params(a)
         keys = [
@@ -114,6 +118,7 @@ class StepGate:
             self._keys.cooloff(a),
             self._keys.oauth(a),
             step.journey_token_key,
+            Keys.lock_of(step.journey_token_key),
         ]
         args = [
             owner,
@@ -123,6 +128,7 @@ class StepGate:
             rate.emission_us,
             rate.tolerance_us,
             self._limiter.max_wait_ms,
+            "1" if defer_token_wait else "0",
         ]
         reply = self._begin(keys=keys, args=args, client=self._own_client())
         return _started([str(part) for part in reply])

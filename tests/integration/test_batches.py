@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -186,3 +187,31 @@ def test_a_batch_past_its_time_limit_hands_its_remaining_steps_on(
     per_tracking = sent_once(control, 6)
     assert len(per_tracking) == 6 and max(per_tracking.values()) == 1
     assert "batch past its time limit" in worker.log()
+
+
+def test_a_step_whose_token_another_batch_is_creating_waits_at_the_end_of_its_batch(
+    settings: Settings, start_worker: StartWorker, control: SandboxControl
+) -> None:
+    # Given a slow Zalo, and two batches each holding steps 1 and 2 of the same new journey
+    control.set_faults(latency_ms=1000)
+    app = create_celery(settings)
+    shared = {"phone": PHONE, "journey": "shared"}
+
+    def batch(first: int) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (str(uuid.uuid4()), {**job(first), **shared}),
+            (str(uuid.uuid4()), job(first + 1)),
+            (str(uuid.uuid4()), job(first + 2)),
+        ]
+
+    worker = start_worker(concurrency=2)
+    # When the second batch starts while the first is making the token
+    publish_batch(app, batch(0))
+    time.sleep(0.3)
+    publish_batch(app, batch(10))
+    # Then one journey token is made for the shared journey, each step is sent once, and the
+    # batch that found the token being made went on with its other steps first
+    per_tracking = sent_once(control, 6)
+    assert len(per_tracking) == 6 and max(per_tracking.values()) == 1
+    assert len({m.journey_id for m in control.messages("84987654321")}) == 1
+    assert "deferred to the end of its batch" in worker.log()

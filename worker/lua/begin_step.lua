@@ -4,9 +4,12 @@
 -- read the access token and the journey token. All keys share the account's hash tag.
 -- KEYS[1] idempotency hash   KEYS[2] paused hash     KEYS[3] quota hash   KEYS[4] template block
 -- KEYS[5] rate limiter TAT   KEYS[6] 429 cool-off    KEYS[7] oauth hash   KEYS[8] journey token hash
+-- KEYS[9] the journey token's creation lock
 -- ARGV[1] owner   ARGV[2] claim ttl ms   ARGV[3] quota floor   ARGV[4] '1' if probe
 -- ARGV[5] emission us   ARGV[6] tolerance us   ARGV[7] max rate wait ms
+-- ARGV[8] '1': defer rather than wait when another step is creating the journey token
 -- Returns one of:
+--   {'token_busy'}                                        (ARGV[8] only; nothing taken)
 --   {'sent', result} | {'dead', result} | {'busy', pttl_ms}                 (nothing taken)
 --   {'paused'} | {'template_blocked'} | {'unknown'} | {'exhausted'}         (claim given back)
 --   {'limited', wait_ms}                                                    (claim given back)
@@ -16,6 +19,9 @@
 -- With a rate limit and no journey token stored, no slot is taken (delay_ms is -1): the token is
 -- made first (a Zalo call of unknown length) and the sender takes its slot just before the send.
 -- Taken here, the slot would have passed by then, and late sends would bunch up.
+if ARGV[8] == '1' and redis.call('EXISTS', KEYS[8]) == 0 and redis.call('EXISTS', KEYS[9]) == 1 then
+  return {'token_busy'}
+end
 local claimed = claim(KEYS[1], ARGV[1], ARGV[2])
 if claimed[1] ~= 'claimed' then
   return claimed
