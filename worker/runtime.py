@@ -100,6 +100,10 @@ def _connection_class(url: str) -> type[redis.Connection] | type[redis.UnixDomai
     return CountingConnection
 
 
+#: Read buffer of each state-Redis connection (redis-py's default: 64 KiB).
+READ_BUFFER_BYTES = 4096
+
+
 def redis_client(url: str, *, max_connections: int = 256) -> redis.Redis:
     """A thread-safe Redis client returning str, with a bounded, blocking pool."""
     pool = redis.BlockingConnectionPool.from_url(
@@ -111,6 +115,10 @@ def redis_client(url: str, *, max_connections: int = 256) -> redis.Redis:
         socket_connect_timeout=5,
         health_check_interval=30,
         retry_on_timeout=True,
+        # Our replies are small (a Lua reply, a token hash): a 4 KiB read buffer per connection
+        # instead of 64 KiB, for the ~2 connections per worker thread (a larger reply is read in
+        # several reads).
+        socket_read_size=READ_BUFFER_BYTES,
         connection_class=_connection_class(url),
     )
     return redis.Redis(connection_pool=pool)
