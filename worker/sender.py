@@ -48,10 +48,10 @@ log = logging.getLogger(__name__)
 #: soon, but never later than the claim's own expiry.
 BUSY_MIN_DELAY_S = 0.5
 BUSY_MAX_DELAY_S = 5.0
-#: Retry classes that are waits, not failures: they do not count towards the retry cap.
 #: Retry class of a step deferred while another step creates its journey token.
 TOKEN_WAIT = "token_wait"
 TOKEN_WAIT_DELAY_S = 0.5
+#: Retry classes that are waits, not failures: they do not count towards the retry cap.
 WAIT_CLASSES = frozenset({"busy", "throttled", TOKEN_WAIT})
 #: Pauses between attempts to record a send while Redis restarts: ~15 s in all, a tenth of the
 #: claim ttl that keeps a redelivery of the same step away meanwhile.
