@@ -1,7 +1,7 @@
 """`zns.send_journey_steps`: several journey steps in one broker message (bulk enqueue).
 
 Celery's own work per message (decode, request, trace, task events, result write, ack) was
-~40% of a worker's CPU per step in `zns bench`; a batch pays it once for all its steps. Each step
+~35-40% of a worker's CPU per step in `zns bench`; a batch pays it once for all its steps. Each step
 still gets what a `zns.send_journey_step` message gets:
 
 - the same pipeline (`run_step`: validation, claim, gates, tokens, send, record), in order;
@@ -132,7 +132,6 @@ class _BatchRun:
             log.info("step %s deferred to the end of its batch: %s", step_id, result.reason)
             return True
         if isinstance(result, Again):
-            log.info("retrying in %.1fs: %s", result.countdown, result.reason or result.kind)
             self._alone(step_id, result.kwargs(), result.countdown, "retried")
             return False
         self._results.append((step_id, result))

@@ -22,7 +22,7 @@ from worker.errors import InvalidJob
 from worker.job import Job, parse_job
 from worker.logs import current_account
 from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
-from worker.sender import WAIT_CLASSES, Attempt
+from worker.sender import TOKEN_WAIT, WAIT_CLASSES, Attempt
 
 log = logging.getLogger(__name__)
 INFRA_RETRY_S = 5.0  # Redis restarts (failover, AOF reload) take seconds
@@ -108,6 +108,8 @@ def _run(job: Job, meta: dict[str, Any], task_id: str, defer_token_wait: bool) -
         return Again(job, {"history": list(history)}, INFRA_RETRY_S, cause=exc)
     if isinstance(outcome, Retry):
         kind = outcome.error.get("class")
+        if not (defer_token_wait and kind == TOKEN_WAIT):  # a deferral is not published
+            log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
         return Again(
             job, {"history": [*history, outcome.error]}, outcome.delay_s, kind=kind,
             reason=outcome.reason,
@@ -138,7 +140,6 @@ def _final(job: Job, outcome: Outcome) -> dict[str, Any]:
 
 def _reschedule(task: Task, again: Again) -> NoReturn:  # type: ignore[type-arg]
     """Publish the step again with a countdown (Celery's retry), then let Celery ack this one."""
-    log.info("retrying in %.1fs: %s", again.countdown, again.reason or again.kind)
 
     def retry() -> None:
         raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on

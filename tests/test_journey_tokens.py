@@ -265,3 +265,22 @@ def test_waiter_takes_the_token_stored_by_the_lock_holder(
     assert token.journey_id == "journey-1"
     assert not token.created_now
     assert len(polls) == 2
+
+
+def test_making_a_token_the_caller_saw_missing_takes_three_round_trips(
+    store: JourneyTokenStore, client: redis.Redis, keys: Keys
+) -> None:
+    # Given a step that just read (in begin_step.lua) that no token is stored (and a first
+    # token made for another journey: connection opened, scripts loaded)
+    from worker import metrics  # noqa: PLC0415
+
+    store.get_or_create(TokenRef(REF.account, REF.phone, "other", REF.token_type), FakeCreate())
+    before = metrics.REDIS_ROUND_TRIPS._value.get()
+    # When it makes one
+    token = store.get_or_create(REF, FakeCreate(), known_missing=True)
+    # Then: take the lock, read again under it, store and unlock in one call
+    assert metrics.REDIS_ROUND_TRIPS._value.get() - before == 3
+    assert token.created_now and secret(token) == "jt-secret-1"
+    lock_key = keys.journey_token_lock(REF.account, REF.phone, REF.journey, REF.token_type)
+    assert not client.exists(lock_key)
+    assert secret(store.get_or_create(REF, FakeCreate())) == "jt-secret-1"

@@ -7,6 +7,7 @@ the HTTP call's timeout) while the others wait for the token to appear.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class JourneyTokenStore:
         self._cipher = cipher or TokenCipher(None)
         self._sleep = sleep
         self._drop = register(client, "journey_token_drop")
+        self._store = register(client, "journey_token_store")
 
     def get(self, ref: TokenRef) -> CachedToken | None:
         """The stored token if it still has at least `min_life_s` to live."""
@@ -109,19 +111,22 @@ class JourneyTokenStore:
             return None
         return cached
 
-    def get_or_create(self, ref: TokenRef, create: Callable[[], JourneyToken]) -> CachedToken:
-        """The live token for `ref`, calling `create` at most once across all processes."""
+    def get_or_create(
+        self, ref: TokenRef, create: Callable[[], JourneyToken], *, known_missing: bool = False
+    ) -> CachedToken:
+        """The live token for `ref`, calling `create` at most once across all processes.
+        `known_missing`: the caller just read that none is stored (`begin_step.lua`); go
+        straight for the lock (under it, the store is read again)."""
         deadline = self._clock() + self._wait_s
+        look = not known_missing
         while True:
-            cached = self.get(ref)
+            cached = self.get(ref) if look else None
+            look = True
             if cached is not None:
                 return cached
             lock = Lock(self._client, self._lock_key(ref), ttl_s=self._lock_ttl_s)
             if lock.acquire():
-                try:
-                    return self._create_locked(ref, create)
-                finally:
-                    lock.release()
+                return self._create_locked(ref, create, lock)
             if self._clock() >= deadline:
                 raise ZaloTransportError(
                     "timed out waiting for another worker to create the journey token",
@@ -133,12 +138,21 @@ class JourneyTokenStore:
         """Forget a token Zalo rejected (-149/-150), unless another process already replaced it."""
         return bool(self._drop(keys=[self._key(ref)], args=[journey_id]))
 
-    def _create_locked(self, ref: TokenRef, create: Callable[[], JourneyToken]) -> CachedToken:
-        cached = self.get(ref)  # created while we waited for the lock?
-        if cached is not None:
-            return cached
+    def _create_locked(
+        self, ref: TokenRef, create: Callable[[], JourneyToken], lock: Lock
+    ) -> CachedToken:
+        """Create and store under `lock`; the store releases it (one round trip)."""
         created_at = self._clock()
-        fresh = create()
+        try:
+            cached = self.get(ref)  # created while we waited for the lock?
+            fresh = None if cached is not None else create()
+        except BaseException:
+            lock.release()
+            raise
+        if fresh is None:
+            lock.release()
+            assert cached is not None
+            return cached
         expires_at_ms = ms(created_at + LIFETIME_S.get(ref.token_type, 7 * DAY_S))
         stored = CachedToken(
             token=fresh.token,
@@ -147,19 +161,14 @@ class JourneyTokenStore:
             expires_at_ms=expires_at_ms,
             created_now=True,
         )
-        key = self._key(ref)
-        pipe = self._client.pipeline()
-        pipe.hset(
-            key,
-            mapping={
-                "token": self._cipher.seal(fresh.token.get_secret_value()),
-                "journey_id": fresh.journey_id,
-                "created_at_ms": stored.created_at_ms,
-                "expires_at_ms": expires_at_ms,
-            },
-        )
-        pipe.pexpireat(key, expires_at_ms)
-        pipe.execute()
+        sealed = self._cipher.seal(fresh.token.get_secret_value())
+        args = [sealed, fresh.journey_id, stored.created_at_ms, expires_at_ms, lock.holder]
+        try:
+            self._store(keys=[self._key(ref), lock.key], args=args)
+        except BaseException:
+            with contextlib.suppress(redis.RedisError, OSError):
+                lock.release()
+            raise
         return stored
 
     def info(self, account: str, phone: str, journey: str) -> list[TokenInfo]:

@@ -23,6 +23,16 @@ class Lock:
         self._token = secrets.token_hex(8)
         self._unlock = register(client, "unlock")
 
+    @property
+    def key(self) -> str:
+        """The lock's Redis key."""
+        return self._key
+
+    @property
+    def holder(self) -> str:
+        """This lock's owner token (what a script releasing it checks)."""
+        return self._token
+
     def acquire(self) -> bool:
         """Take the lock if free; never waits."""
         return bool(self._client.set(self._key, self._token, nx=True, px=self._ttl_ms))

@@ -301,6 +301,7 @@ class JourneySender:
             lambda: client.get_journey_token(
                 grant.token, phone=job.phone, token_type=ref.token_type
             ),
+            known_missing=True,  # `begin` read none (or Zalo just rejected it)
         )
         if token.created_now:
             metrics.JOURNEY_TOKENS.labels(job.account).inc()
