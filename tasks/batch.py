@@ -39,6 +39,7 @@ from celery.exceptions import Reject
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import OperationalError
 
+from tasks import envelope
 from tasks.app import app, runtime
 from tasks.journey import INFRA_RETRY_S, Again, dead_letter_invalid, publish_within_budget, run_step
 from worker.celery_app import BATCH_TASK_NAME, QUEUE, TASK_NAME, publish_batch, publish_step
@@ -67,6 +68,7 @@ def send_journey_steps(self: Task, *args: Any, **kwargs: Any) -> dict[str, int]:
     if problem:
         dead_letter_invalid(str(self.request.id), problem, args, kwargs)
         return {"dead_lettered": 1}
+    steps = _without_bad_ids(steps)
     run = _BatchRun(self, link)
     try:
         return run.all(steps)
@@ -213,11 +215,25 @@ def _decode(
     for step in steps:
         if not (isinstance(step, dict) and isinstance(step.get("kwargs"), dict)):
             return [], None, "each step of a batch is an object with `id` and `kwargs`"
-        decoded.append((str(step.get("id") or uuid.uuid4()), step["kwargs"]))
+        step_id = step.get("id") or str(uuid.uuid4())
+        decoded.append((step_id, step["kwargs"]))
     raw_link = kwargs.get("link")
     if raw_link is not None and not isinstance(raw_link, dict):
         return [], None, "`link` must be a Celery signature"
     return decoded, signature(raw_link, app=app) if raw_link else None, None
+
+
+def _without_bad_ids(steps: list[tuple[Any, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """The steps whose id can key a result; the others are dead-lettered (a lone surrogate or
+    a huge id from a foreign producer: Celery could never store their result)."""
+    good: list[tuple[str, dict[str, Any]]] = []
+    for step_id, kwargs in steps:
+        problem = envelope.step_id_problem(step_id)
+        if problem is None:
+            good.append((step_id, kwargs))
+        else:
+            dead_letter_invalid(uuid.uuid4().hex, f"batch step: {problem}", (), kwargs)
+    return good
 
 
 def _received_fields(step_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:

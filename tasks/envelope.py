@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from worker.broker_message import REASON_HEADER, UNREADABLE
+
 JSON = "application/json"
 EMBED_LISTS = ("callbacks", "errbacks", "chain")
 BODY_PARTS = 3  # [args, kwargs, embed]
 TIME_LIMITS = 2  # [soft, hard]
+MAX_ID = 255  # a uuid is 36; Celery's result key holds the id
+LINK_IDS = ("root_id", "parent_id", "group")
 
 
 def envelope_problem(message: Any) -> str | None:
@@ -25,6 +29,8 @@ def envelope_problem(message: Any) -> str | None:
     headers = message.headers
     if not isinstance(headers, Mapping):
         return None  # not a task message at all: Celery's `on_unknown_message` handles it
+    if message.content_type == UNREADABLE:
+        return f"unreadable broker message: {headers.get(REASON_HEADER)}"
     if message.content_type != JSON:
         return f"content type {str(message.content_type)[:60]!r}: only {JSON} is accepted"
     if "task" in headers:
@@ -33,11 +39,10 @@ def envelope_problem(message: Any) -> str | None:
 
 
 def _v2_problem(headers: Mapping[str, Any], decode: Callable[[], Any]) -> str | None:
-    if not isinstance(headers["task"], str):
-        return "header `task` is not a string"
-    if not isinstance(headers.get("id"), str) or not headers["id"]:
-        return "header `id` is missing or not a string"
-    problem = _timelimit_problem(headers.get("timelimit"))
+    if not isinstance(headers["task"], str) or not _utf8(headers["task"]):
+        return "header `task` is not a string of valid UTF-8 text"
+    problem = _id_problem(headers.get("id"), "header `id`") or _ids_problem(headers)
+    problem = problem or _timelimit_problem(headers.get("timelimit"))
     if problem:
         return problem
     body = decode()
@@ -50,11 +55,44 @@ def _v1_problem(decode: Callable[[], Any]) -> str | None:
     body = decode()
     if not isinstance(body, Mapping) or "task" not in body:
         return None  # not a task message: Celery's `on_unknown_message` handles it
-    if not isinstance(body["task"], str):
-        return "`task` is not a string"
-    if not isinstance(body.get("id"), str) or not body["id"]:
-        return "`id` is missing or not a string"
+    if not isinstance(body["task"], str) or not _utf8(body["task"]):
+        return "`task` is not a string of valid UTF-8 text"
+    problem = _id_problem(body.get("id"), "`id`") or _ids_problem(body)
+    if problem:
+        return problem
     return _parts_problem(body.get("args", []), body.get("kwargs", {}), {})
+
+
+def _id_problem(value: Any, name: str) -> str | None:
+    if not isinstance(value, str) or not value:
+        return f"{name} is missing or not a string"
+    if not _utf8(value):
+        return f"{name} is not valid UTF-8 text (a lone surrogate): results cannot be stored"
+    if len(value) > MAX_ID:
+        return f"{name} is longer than {MAX_ID} characters"
+    return None
+
+
+def step_id_problem(value: Any) -> str | None:
+    """Why a batch step's id cannot be a task id, or None."""
+    return _id_problem(value, "`id`")
+
+
+def _ids_problem(fields: Mapping[str, Any]) -> str | None:
+    """The other ids Celery keys results and events by: strings of UTF-8 text, or absent."""
+    for name in LINK_IDS:
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, str) or not _utf8(value)):
+            return f"`{name}` is not a string of valid UTF-8 text"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _timelimit_problem(timelimit: Any) -> str | None:

@@ -23,6 +23,7 @@ from worker.job import Job, parse_job
 from worker.logs import current_account
 from worker.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
 from worker.sender import TOKEN_WAIT, WAIT_CLASSES, Attempt
+from worker.step_meta import META_FIELD, StepMeta
 
 log = logging.getLogger(__name__)
 INFRA_RETRY_S = 5.0  # Redis restarts (failover, AOF reload) take seconds
@@ -34,18 +35,19 @@ PUBLISH_MAX_PAUSE_S = 5.0
 
 @dataclass(frozen=True)
 class Again:
-    """The step runs again later: published anew after `countdown` with this `_meta`."""
+    """The step runs again later: published anew after `countdown` with this (sealed) meta."""
 
     job: Job
-    meta: dict[str, Any]
+    meta: StepMeta
     countdown: float
     cause: BaseException | None = None
     kind: str | None = None  # the retry's class (worker/policy.py, `TOKEN_WAIT`, ...)
     reason: str = ""
 
     def kwargs(self) -> dict[str, Any]:
-        """The task kwargs of the new message (the job and its attempt history)."""
-        return {**self.job.kwargs(), "_meta": self.meta}
+        """The task kwargs of the new message (the job and its sealed attempt history)."""
+        kwargs = self.job.kwargs()
+        return {**kwargs, META_FIELD: runtime().meta_seal.seal(self.meta, kwargs)}
 
 
 StepResult = dict[str, Any] | Again
@@ -64,7 +66,7 @@ def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]: 
     """Send one journey step (kwargs only; see DESIGN §3)."""
     task_id = str(self.request.id)
     if args:
-        kwargs.pop("_meta", None)
+        kwargs.pop(META_FIELD, None)
         return dead_letter_invalid(task_id, "positional arguments are not accepted", args, kwargs)
     result = run_step(task_id, kwargs)
     if isinstance(result, Again):
@@ -73,15 +75,16 @@ def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]: 
 
 
 def run_step(task_id: str, kwargs: dict[str, Any], *, defer_token_wait: bool = False) -> StepResult:
-    """Validate and process one step (its `_meta`, if any, is popped from `kwargs`).
-    `defer_token_wait`: see `Attempt`."""
-    meta = _meta(kwargs.pop("_meta", None))
+    """Validate and process one step (its `_meta`, if any, is popped from `kwargs` and honoured
+    only when the worker sealed it: worker/step_meta.py). `defer_token_wait`: see `Attempt`."""
+    raw_meta = kwargs.pop(META_FIELD, None)
     try:
         job = parse_job(kwargs, default_key=task_id)
     except InvalidJob as exc:
         return dead_letter_invalid(task_id, str(exc), (), kwargs)
     if runtime().settings.account(job.account) is None:
         return dead_letter_invalid(task_id, f"unknown account {job.account!r}", (), kwargs)
+    meta = runtime().meta_seal.open(raw_meta, kwargs)
     account_token = current_account.set(job.account)
     try:
         return _run(job, meta, task_id, defer_token_wait)
@@ -89,12 +92,12 @@ def run_step(task_id: str, kwargs: dict[str, Any], *, defer_token_wait: bool = F
         current_account.reset(account_token)
 
 
-def _run(job: Job, meta: dict[str, Any], task_id: str, defer_token_wait: bool) -> StepResult:
-    history = tuple(meta.get("history", []))
+def _run(job: Job, meta: StepMeta, task_id: str, defer_token_wait: bool) -> StepResult:
+    history = meta.history
     attempt = Attempt(
         task_id=task_id,
         retries=sum(1 for h in history if h.get("class") not in WAIT_CLASSES),
-        probe=bool(meta.get("probe")),
+        probe=meta.probe,
         history=history,
         defer_token_wait=defer_token_wait,
     )
@@ -105,13 +108,13 @@ def _run(job: Job, meta: dict[str, Any], task_id: str, defer_token_wait: bool) -
         # failure of the job). The RETRY result cannot be stored meanwhile: the result backend
         # drops it (worker/result_backend.py) instead of leaving the message unsettled.
         log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
-        return Again(job, {"history": list(history)}, INFRA_RETRY_S, cause=exc)
+        return Again(job, StepMeta(history=history), INFRA_RETRY_S, cause=exc)
     if isinstance(outcome, Retry):
         kind = outcome.error.get("class")
         if not (defer_token_wait and kind == TOKEN_WAIT):  # a deferral is not published
             log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
         return Again(
-            job, {"history": [*history, outcome.error]}, outcome.delay_s, kind=kind,
+            job, meta.with_error(outcome.error), outcome.delay_s, kind=kind,
             reason=outcome.reason,
         )  # fmt: skip
     return _final(job, outcome)
@@ -172,16 +175,6 @@ def publish_within_budget(
             log.warning("could not publish the retry (%r); again in %.1fs", reason, pause)
         time.sleep(pause)
         pause = min(pause * 2, PUBLISH_MAX_PAUSE_S)
-
-
-def _meta(raw: object) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        return {}
-    history = raw.get("history")
-    return {
-        "history": [h for h in history if isinstance(h, dict)] if isinstance(history, list) else [],
-        "probe": raw.get("probe") is True,
-    }
 
 
 def dead_letter_invalid(

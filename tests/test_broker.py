@@ -3,13 +3,16 @@ registers them, so kombu's own restore puts them back unchanged (nothing lost)."
 
 from __future__ import annotations
 
+import base64
 import json
 
+import pytest
 import redis
 from celery import Celery
 from kombu.transport import redis as kombu_redis
 
 from worker.broker import Transport
+from worker.broker_message import REASON_HEADER, UNREADABLE, envelope_of
 from worker.celery_app import QUEUE, create_celery
 from worker.scripts import register
 from worker.settings import Settings
@@ -76,3 +79,71 @@ def test_a_pop_takes_no_more_than_asked_and_nothing_from_an_empty_queue(
     _publish(redis_url, 4)
     assert len(pop(keys=["unacked_index", "unacked", QUEUE], args=[2, "1.0"])) == 4
     assert client.llen(QUEUE) == 2
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        '{"properties": {"delivery_tag": "t-\\ud800"}, "body": ""}',  # cjson refuses it
+        '{"properties": {"delivery_tag": "t", "delivery_info": {}}, "headers": {"id": "\\udc00"}}',
+        '{"properties": {"delivery_tag": 7, "delivery_info": {"exchange": "", "routing_key": ""}}}',
+        '{"properties": {"delivery_tag": "t", "delivery_info": "zns"}}',
+        '{"properties": "x"}',
+        "[1, 2]",
+        "not json",
+    ],
+)
+def test_a_pop_never_takes_a_message_it_cannot_read_and_stops_before_it(
+    poison: str, redis_url: str, client: redis.Redis
+) -> None:
+    # Given two good messages, then one the script cannot read, then one more
+    client.delete(QUEUE, "unacked", "unacked_index")
+    _publish(redis_url, 2)
+    client.lpush(QUEUE, poison)
+    _publish(redis_url, 1)
+    pop = register(client, "broker_pop_many")
+    # When a batch of 10 is asked for
+    reply = pop(keys=["unacked_index", "unacked", QUEUE], args=[10, "1.0"])
+    # Then the two before it are taken and registered, and it stays at the head of the queue
+    # (for kombu's BRPOP, read in Python): a script error would have popped it with no home
+    assert len(reply) == 4 and client.hlen("unacked") == 2
+    assert client.llen(QUEUE) == 2
+    assert client.lindex(QUEUE, -1) == poison
+
+
+def test_every_list_item_becomes_an_envelope_kombu_can_handle() -> None:
+    # A sound envelope is delivered as it is
+    sound = json.dumps(
+        {
+            "body": "e30=",
+            "headers": {"task": "t"},
+            "properties": {
+                "delivery_tag": "a",
+                "body_encoding": "base64",
+                "delivery_info": {"exchange": "zns", "routing_key": "zns"},
+            },
+        }
+    )
+    assert envelope_of(sound.encode(), "zns") == json.loads(sound)
+    # A lone-surrogate delivery tag and missing delivery info are mended (Redis can store the
+    # tag; a restore knows where to put the message back)
+    mended = envelope_of('{"properties": {"delivery_tag": "\\ud800"}, "body": ""}', "zns")
+    props = mended["properties"]
+    assert props["delivery_tag"].isascii() and len(props["delivery_tag"]) == 32
+    assert props["delivery_info"] == {"exchange": "zns", "routing_key": "zns"}
+    # Anything else is wrapped whole, with its reason, keeping a usable delivery tag
+    for raw, reason in [
+        (b"\xff\xfe", "not a JSON broker envelope"),
+        (b"[1]", "no `properties` object"),
+        (b'{"properties": {"delivery_tag": "k", "body_encoding": "rot13"}, "body": "x"}', "rot13"),
+        (
+            b'{"properties": {"delivery_tag": "k", "body_encoding": "base64"}, "body": "!"}',
+            "base64",
+        ),
+    ]:
+        wrapped = envelope_of(raw, "zns")
+        assert wrapped["content-type"] == UNREADABLE
+        assert reason in wrapped["headers"][REASON_HEADER]
+        assert base64.b64decode(wrapped["body"]) == raw
+        if raw.startswith(b'{"properties": {"delivery_tag": "k"'):
+            assert wrapped["properties"]["delivery_tag"] == "k"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from worker.celery_app import BATCH_TASK_NAME, QUEUE
-from worker.cli import app
+from worker.cli import EXIT_UNAVAILABLE, app
 from worker.parking import ParkReason
 from worker.runtime import Runtime
 from worker.sandbox.control import SandboxControl
@@ -279,3 +282,29 @@ def test_token_new_key_is_a_usable_fernet_key(env: dict[str, str]) -> None:
     code, output = zns(env, "token", "new-key")
     assert code == 0
     Fernet(output.strip().encode())
+
+
+@pytest.mark.parametrize(
+    "command", [["dead-letters", "list"], ["parked", "list"], ["account", "status"], ["quota"]]
+)
+def test_an_unreachable_redis_is_one_line_and_exit_3(
+    command: list[str], env: dict[str, str], tmp_path: Path
+) -> None:
+    # Given a state Redis nobody listens on (with a password in its URL)
+    bad = {**env, "ZNS_REDIS_URL": "redis://:s3cret@127.0.0.1:1/0", "ZNS_BROKER_URL": ""}
+    # When an operator command runs as the console script does
+    done = subprocess.run(
+        [sys.executable, "-c", "from worker.cli import main; main()", *command],
+        env={**os.environ, **{k: v for k, v in bad.items() if v}},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    # Then one line says which service, where (no password) and why, with an exit code of its own
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "state Redis at redis://:**@127.0.0.1:1/0 cannot be reached" in lines[0]
+    assert "s3cret" not in done.stderr + done.stdout and "Traceback" not in done.stderr

@@ -22,6 +22,11 @@ work then):
   between, the message exists only in this process and kombu drops it. Here that call is retried
   while Redis comes back (seconds), so the message is kept.
 
+And it never lets a message a producer wrote kill the consumer: every popped item goes through
+`worker/broker_message.py` (a sound envelope as it is; anything kombu would raise on, wrapped for
+the consumer to dead-letter), and the batch pop leaves what Redis's cjson cannot decode for the
+BRPOP path.
+
 Producers are unaffected: the wire format and the keys are kombu's. Selected with
 `broker_transport` for `redis://` and `rediss://` brokers (`worker/celery_app.py`).
 """
@@ -30,13 +35,14 @@ from __future__ import annotations
 
 import logging
 import time
+from queue import Empty
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
 
+from worker.broker_message import envelope_of
 from worker.scripts import Script, register
 
 log = logging.getLogger(__name__)
@@ -93,10 +99,24 @@ class Channel(kombu_redis.Channel):
         return self._sync_client
 
     def _brpop_read(self, **options: Any) -> bool:
-        delivered = bool(super()._brpop_read(**options))  # type: ignore[misc]  # not stubbed
-        if delivered and not self.global_keyprefix:
+        """kombu's `_brpop_read` (5.7), with the item read by `envelope_of`, then more."""
+        try:
+            try:
+                dest_item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:  # type: ignore[attr-defined]  # not stubbed
+                self.client.connection.disconnect()
+                raise
+            if not dest_item:
+                raise Empty()
+            dest = bytes_to_str(dest_item[0]).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)  # type: ignore[attr-defined]  # not stubbed
+            self.connection._deliver(envelope_of(dest_item[1], dest), dest)
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()  # type: ignore[attr-defined]  # not stubbed
+        if not self.global_keyprefix:
             self._deliver_more()
-        return delivered
+        return True
 
     def _deliver_more(self) -> None:
         room = self.qos.can_consume_max_estimate()
@@ -120,7 +140,7 @@ class Channel(kombu_redis.Channel):
         try:
             for raw, key in zip(reply[::2], reply[1::2], strict=True):
                 queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
-                self.connection._deliver(loads(bytes_to_str(raw)), queue)
+                self.connection._deliver(envelope_of(raw, queue), queue)
         finally:
             self.registering_done = False
 

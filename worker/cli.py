@@ -1,7 +1,7 @@
 """The `zns` command line: parse, call, print, exit code.
 
 Exit codes: 0 success, 1 the operation found a problem (e.g. invalid jobs), 2 usage or
-configuration error.
+configuration error, 3 a service the command needs (Redis, the broker) is unreachable.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import kombu.exceptions
+import redis
 import typer
+from kombu.utils.url import maybe_sanitize_url
 from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -35,6 +38,7 @@ from worker.status import Lookup, StepStatus
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Zalo ZNS Journey worker.")
 dead_letters_app = typer.Typer(no_args_is_help=True, help="Inspect, replay or purge dead letters.")
@@ -798,8 +802,22 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: one line and exit 3 when a service is unreachable."""
+    try:
+        app()
+    except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
+        print(f"zns: {_unreachable(exc)}", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+def _unreachable(exc: BaseException) -> str:
+    """Which service, at which address (no password), and why: in one line."""
+    settings = load_settings()
+    service, url = "state Redis", settings.redis_url
+    if isinstance(exc, kombu.exceptions.OperationalError):
+        service, url = "broker", settings.effective_broker_url
+    reason = " ".join(str(exc).split())[:200]
+    return f"{service} at {maybe_sanitize_url(url)} cannot be reached: {reason}"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ worker can send, and a bad job fails in the billing app before it reaches the qu
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -34,6 +35,7 @@ MAX_TEMPLATE_PARAMS = 50
 MAX_PARAM_NAME = 64
 MAX_PARAM_VALUE = 1000  # Zalo's per-parameter limits are lower; this only bounds garbage
 MAX_KEY = 200
+PARAM_VALUE_RULE = "must be a string, an integer or a finite number"
 MAX_STEP = 10_000  # a journey has a handful of steps; this only bounds garbage
 #: The public kwargs; anything else (but our own `_meta`) is refused rather than silently dropped.
 PUBLIC_FIELDS = frozenset(
@@ -86,7 +88,10 @@ class Job(BaseModel):
     @classmethod
     def _tracking(cls, value: str) -> str:
         if not TRACKING_ID.match(value):
-            raise ValueError(f"tracking_id must be 1-{MAX_TRACKING_ID} letters, digits, '_' or '-'")
+            raise ValueError(
+                f"tracking_id must be 1-{MAX_TRACKING_ID} letters, digits, '_' or '-' "
+                f"(Zalo's limit: {MAX_TRACKING_ID} characters, no special characters)"
+            )
         return value
 
     @property
@@ -124,16 +129,17 @@ def masked_kwargs_repr(kwargs: dict[str, Any]) -> str:
 
 def derive_tracking_id(idempotency_key: str) -> str:
     """A deterministic tracking id: the same job always carries the same one."""
-    return "zns-" + hashlib.blake2b(idempotency_key.encode(), digest_size=16).hexdigest()
+    data = idempotency_key.encode("utf-8", "surrogatepass")  # total: parse_job refuses those
+    return "zns-" + hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def parse_job(raw: object, *, default_key: str) -> Job:
     """Validate raw task kwargs into a Job, or raise InvalidJob with every reason (phone masked)."""
     if not isinstance(raw, dict):
         raise InvalidJob(f"job kwargs must be an object, got {type(raw).__name__}")
-    unknown = sorted(repr(k)[:40] for k in raw if k not in PUBLIC_FIELDS)
+    unknown = _unknown_fields(raw)
     if unknown:
-        raise InvalidJob(f"unknown job fields: {', '.join(unknown)}")
+        raise InvalidJob(unknown)
     if not _utf8(raw):
         raise InvalidJob("job holds text that is not valid UTF-8 (lone surrogates)")
     phone = normalize_phone(raw.get("phone"))
@@ -142,6 +148,8 @@ def parse_job(raw: object, *, default_key: str) -> Job:
     fields["template_id"] = _template_id(raw.get("template_id"))
     fields.setdefault("journey", phone)
     key = fields.get("idempotency_key") or default_key
+    if not _utf8(key):
+        raise InvalidJob("the task id (the default idempotency_key) is not valid UTF-8 text")
     fields["idempotency_key"] = key
     if fields.get("tracking_id") is None and isinstance(key, str):
         fields["tracking_id"] = derive_tracking_id(key)
@@ -191,8 +199,24 @@ def _template_id(value: object) -> str:
 
 def _reasons(exc: ValidationError) -> str:
     """Field paths and messages, never the offending values (they may hold personal data)."""
-    parts = []
+    parts: dict[str, str] = {}
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "job"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+        loc = err["loc"]
+        if loc[:1] == ("template_data",) and len(loc) > 2:  # noqa: PLR2004 - a value's union
+            parts[f"template_data.{loc[1]}"] = PARAM_VALUE_RULE
+            continue
+        parts[".".join(str(p) for p in loc) or "job"] = err["msg"]
+    return "; ".join(f"{where}: {msg}" for where, msg in parts.items())
+
+
+def _unknown_fields(raw: dict[Any, Any]) -> str | None:
+    """Which fields are not part of the contract, with the field each typo probably meant."""
+    unknown = [k for k in raw if k not in PUBLIC_FIELDS]
+    if not unknown:
+        return None
+    named = []
+    for key in sorted(unknown, key=repr):
+        close = difflib.get_close_matches(str(key), PUBLIC_FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        named.append(f"{repr(key)[:40]}{hint}")
+    return f"unknown job fields: {', '.join(named)}; accepted: {', '.join(sorted(PUBLIC_FIELDS))}"

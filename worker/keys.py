@@ -124,6 +124,10 @@ class Keys:
         """Set: parking ids of the journey's steps parked until a lower step finishes."""
         return self.order_pending(account, phone, journey) + ":wait"
 
+    def meta_seal(self) -> str:
+        """String: the key that seals the worker's `_meta` (worker/step_meta.py)."""
+        return f"{self.prefix}:meta-seal"
+
     def dead_letter_index(self) -> str:
         """Sorted set: dead-letter id -> time (ms)."""
         return f"{self.prefix}:{{dl}}:index"

@@ -13,6 +13,7 @@ from worker.errors import ZnsError
 from worker.locks import Lock
 from worker.parking import ParkedJob, ParkReason
 from worker.runtime import Runtime
+from worker.step_meta import META_FIELD, MetaSeal, StepMeta
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,11 @@ class Report:
     errors: list[str] = field(default_factory=list)
 
 
-def job_kwargs(job: ParkedJob, *, probe: bool = False) -> dict[str, Any]:
-    """Task kwargs for a parked job, with its history (and the probe flag) in `_meta`."""
-    meta: dict[str, Any] = {"history": job.meta.get("history", [])}
-    if probe:
-        meta["probe"] = True
-    return {**job.kwargs, "_meta": meta}
+def job_kwargs(seal: MetaSeal, job: ParkedJob, *, probe: bool = False) -> dict[str, Any]:
+    """Task kwargs for a parked job, with its history (and the probe flag) in a sealed `_meta`."""
+    history = job.meta.get("history", [])
+    meta = StepMeta(history=tuple(h for h in history if isinstance(h, dict)), probe=probe)
+    return {**job.kwargs, META_FIELD: seal.seal(meta, job.kwargs)}
 
 
 class Maintenance:
@@ -74,7 +74,7 @@ class Maintenance:
         while True:
             jobs = self._rt.parking.lease_due(account, batch)
             for job in jobs:
-                self._publish(job_kwargs(job))
+                self._publish(job_kwargs(self._rt.meta_seal, job))
             self._rt.parking.done(account, [job.parking_id for job in jobs])
             total += len(jobs)
             if len(jobs) < batch:
@@ -84,7 +84,7 @@ class Maintenance:
         """Re-enqueue a bounded batch of due parked jobs now (steps a finished step woke)."""
         jobs = self._rt.parking.lease_due(account, WOKEN_RELEASE_LIMIT)
         for job in jobs:
-            self._publish(job_kwargs(job))
+            self._publish(job_kwargs(self._rt.meta_seal, job))
         self._rt.parking.done(account, [job.parking_id for job in jobs])
         return len(jobs)
 
@@ -125,7 +125,7 @@ class Maintenance:
             return False
         if not self._once_per(account, "paused", interval):
             return False
-        self._publish(job_kwargs(canary, probe=True))
+        self._publish(job_kwargs(self._rt.meta_seal, canary, probe=True))
         self._rt.parking.done(account, [canary.parking_id])
         log.info("account %s paused: sent one canary job", account)
         return True

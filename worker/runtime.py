@@ -29,6 +29,7 @@ from worker.sender import JourneySender, Stores
 from worker.settings import AccountSettings, Settings
 from worker.status import StatusStore
 from worker.step_gate import StepGate
+from worker.step_meta import MetaSeal
 from worker.zalo.client import ZaloClient
 from worker.zalo.models import AccessTokenPair
 
@@ -143,6 +144,7 @@ class Runtime:
     status: StatusStore
     order: StepOrder
     sender: JourneySender
+    meta_seal: MetaSeal
 
     def close(self) -> None:
         """Release connections."""
@@ -258,6 +260,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         status=status,
         order=order,
         sender=sender,
+        meta_seal=MetaSeal(client, keys),
     )
 
 

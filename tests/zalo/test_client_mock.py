@@ -281,13 +281,36 @@ def test_non_json_body_is_a_bad_response() -> None:
         {"error": None},
         {"error": "zero"},
         ["not", "an", "object"],
-        {"error": 0},  # success without `data`
-        {"error": 0, "data": {"msg_id": "x"}},  # data missing sent_time
+        {"error": 0.5},
     ],
 )
 def test_malformed_json_is_a_bad_response(body: Any) -> None:
     with pytest.raises(ZaloBadResponse):
         send(client_with(answer(body)))
+
+
+@pytest.mark.parametrize(
+    ("body", "known"),
+    [
+        ({"error": 0}, {}),  # success without `data`
+        ({"error": "0", "data": []}, {}),
+        ({"error": 0, "data": {"msg_id": "x"}}, {"msg_id": "x"}),  # no sent_time
+        ({"error": 0, "data": {"msg_id": 12, "sent_time": "t"}}, {"msg_id": "12"}),
+        (
+            {"error": 0, "data": {"msg_id": "m", "quota": {"remainingQuota": "n/a"}}},
+            {"msg_id": "m"},
+        ),
+    ],
+)
+def test_an_accepted_send_is_a_result_whatever_its_shape(
+    body: Any, known: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # error 0 is Zalo's acceptance: an error here would send the message a second time
+    result = send(client_with(answer(body)))
+    assert result.msg_id == known.get("msg_id")
+    assert result.sent_time_ms is None
+    assert result.quota is None or result.quota.remaining_quota is None
+    assert "unexpected answer" in caplog.text
 
 
 # -- transport failures ------------------------------------------------------------------------

@@ -81,6 +81,7 @@ def test_token_send_check_quota_status_round_trip(
     assert info.expired_at_ms - info.created_at_ms == 30 * 86_400_000
     quota = client.quota(ACCESS)
     assert (quota.daily_quota, quota.remaining_quota) == (500, 499)
+    assert result.msg_id is not None
     assert client.message_status(ACCESS, result.msg_id).status in (0, 1)
 
 

@@ -2,25 +2,57 @@
 -- register each as unacked, as kombu's Redis QoS does per message (ZADD index + HSET body), in one
 -- round trip. The unacked entry is kombu's own `[message, exchange, routing_key]`, built around
 -- the message text as it was (never re-encoded), so kombu's restore reads it unchanged.
+-- Redis never rolls a script back, so a message is looked at (LINDEX) before it is taken (RPOP):
+-- one that cjson cannot decode (it is stricter than Python's json: a lone surrogate escape such
+-- as "\ud800" from a Node producer), or without an ASCII delivery tag and string delivery info,
+-- stays at the head of its queue and the batch ends there. kombu's own BRPOP then takes it
+-- (worker/broker.py reads it safely) and Celery's consumer dead-letters it if it cannot run.
 -- KEYS[1] unacked index (zset)   KEYS[2] unacked bodies (hash)   KEYS[3..] queue lists, in
 -- the order kombu polls them (priority steps, then queues)
 -- ARGV[1] most messages to take   ARGV[2] now (seconds, float: the index score kombu uses)
 -- Returns {message, queue key, message, queue key, ...}
+local unacked_index, unacked_bodies = KEYS[1], KEYS[2]
+local want, now = tonumber(ARGV[1]), ARGV[2]
+
+-- The delivery tag, exchange and routing key of a raw message; nil if it cannot be read safely.
+local function envelope(raw)
+  local ok, message = pcall(cjson.decode, raw)
+  if not ok or type(message) ~= 'table' then
+    return nil
+  end
+  local props = message['properties']
+  if type(props) ~= 'table' then
+    return nil
+  end
+  local tag, info = props['delivery_tag'], props['delivery_info']
+  if type(tag) ~= 'string' or tag == '' or tag:find('[\128-\255]') then
+    return nil  -- kombu's tags are ASCII; anything else is read (and mended) in Python
+  end
+  if type(info) ~= 'table' then
+    return nil  -- a restore needs them: mended in Python
+  end
+  local exchange, routing_key = info['exchange'], info['routing_key']
+  if type(exchange) ~= 'string' or type(routing_key) ~= 'string' then
+    return nil
+  end
+  return tag, cjson.encode(exchange), cjson.encode(routing_key)
+end
+
 local out = {}
-local want = tonumber(ARGV[1])
 local taken = 0
 for i = 3, #KEYS do
   while taken < want do
-    local raw = redis.call('RPOP', KEYS[i])
+    local raw = redis.call('LINDEX', KEYS[i], -1)
     if not raw then
       break
     end
-    local props = cjson.decode(raw)['properties']
-    local info = props['delivery_info'] or {}
-    local tag = props['delivery_tag']
-    redis.call('ZADD', KEYS[1], ARGV[2], tag)
-    redis.call('HSET', KEYS[2], tag, '[' .. raw .. ',' .. cjson.encode(info['exchange'] or '') ..
-      ',' .. cjson.encode(info['routing_key'] or '') .. ']')
+    local tag, exchange, routing_key = envelope(raw)
+    if not tag then
+      return out  -- left for kombu's own path (see above)
+    end
+    redis.call('RPOP', KEYS[i])
+    redis.call('ZADD', unacked_index, now, tag)
+    redis.call('HSET', unacked_bodies, tag, '[' .. raw .. ',' .. exchange .. ',' .. routing_key .. ']')
     out[#out + 1] = raw
     out[#out + 1] = KEYS[i]
     taken = taken + 1

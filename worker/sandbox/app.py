@@ -29,7 +29,13 @@ from worker.sandbox.config import (
     SandboxConfig,
 )
 from worker.sandbox.faults import Fault, FaultDice, FaultPlan
-from worker.sandbox.records import AccountSpec, ScriptedError, TemplateSpec, record_to_json
+from worker.sandbox.records import (
+    AccountSpec,
+    OddSendAnswer,
+    ScriptedError,
+    TemplateSpec,
+    record_to_json,
+)
 from worker.sandbox.state import API_MESSAGES, ApiFailure, OAuthFailure, SandboxState
 from worker.sandbox.webhooks import WebhookSender
 
@@ -206,7 +212,9 @@ class _ZaloRoutes:
                 "dailyQuota": str(quota.daily_quota),
             },
         }
-        return {"error": 0, "message": "Success", "data": data}
+        body: Body = {"error": 0, "message": "Success", "data": data}
+        odd = self._state.take_odd_answer()
+        return odd.apply(body) if odd else body
 
     async def _check_token(self, request: web.Request) -> Body:
         self._scripted(CHECK_TOKEN)
@@ -323,6 +331,7 @@ class _ControlRoutes:
             web.post("/_sandbox/quota", guard(self._set_quota)),
             web.post("/_sandbox/clock/advance", guard(self._advance_clock)),
             web.post("/_sandbox/script", guard(self._script)),
+            web.post("/_sandbox/odd-answer", guard(self._odd_answer)),
             web.post("/_sandbox/templates", guard(self._template)),
             web.post("/_sandbox/oa", guard(self._add_oa)),
             web.post("/_sandbox/access-token/expire", guard(self._expire_access_tokens)),
@@ -421,6 +430,10 @@ class _ControlRoutes:
 
     async def _script(self, request: web.Request) -> object:
         self._state.add_script(ScriptedError.model_validate(await self._body(request)))
+        return {"ok": True}
+
+    async def _odd_answer(self, request: web.Request) -> object:
+        self._state.add_odd_answer(OddSendAnswer.model_validate(await self._body(request)))
         return {"ok": True}
 
     async def _template(self, request: web.Request) -> object:

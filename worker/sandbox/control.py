@@ -11,6 +11,8 @@ import httpx
 from worker.sandbox.records import (
     AccountSpec,
     JourneyToken,
+    OddSendAnswer,
+    OddShape,
     Quota,
     RefreshAttempt,
     SandboxStats,
@@ -145,6 +147,10 @@ class SandboxControl:
             message=message,
         )
         self._post("/_sandbox/script", script.model_dump())
+
+    def odd_send_answer(self, shape: OddShape, *, times: int = 1) -> None:
+        """The next `times` accepted sends answer `error: 0` in `shape` (still sent)."""
+        self._post("/_sandbox/odd-answer", OddSendAnswer(shape=shape, times=times).model_dump())
 
     def register_template(
         self,

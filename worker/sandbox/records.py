@@ -195,6 +195,36 @@ class ScriptedError(BaseModel):
         )
 
 
+OddShape = Literal[
+    "no_data", "data_not_object", "no_msg_id", "quota_not_number", "sent_time_not_number"
+]
+
+
+class OddSendAnswer(BaseModel):
+    """The next `times` accepted sends are answered `error: 0` in a shape Zalo's documentation
+    does not promise (the message is still sent and recorded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: OddShape
+    times: int = Field(default=1, ge=1)
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` (a successful send's answer) reshaped."""
+        data = dict(body["data"])
+        if self.shape == "no_data":
+            return {k: v for k, v in body.items() if k != "data"}
+        if self.shape == "data_not_object":
+            return {**body, "data": "ok"}
+        if self.shape == "no_msg_id":
+            data.pop("msg_id")
+        elif self.shape == "quota_not_number":
+            data["quota"] = {"remainingQuota": "N/A", "dailyQuota": None}
+        else:
+            data["sent_time"] = "today"
+        return {**body, "data": data}
+
+
 class TemplateSpec(BaseModel):
     """A template's family (or "invalid": -109) and optional per-OA daily limit (-147)."""
 

@@ -25,6 +25,7 @@ from worker.sandbox.records import (
     TOKEN_TYPES,
     AccountSpec,
     JourneyToken,
+    OddSendAnswer,
     Quota,
     RefreshAttempt,
     SandboxStats,
@@ -216,6 +217,7 @@ class SandboxState:
         self._tracking_ids: set[tuple[str, str]] = set()
         self._refreshes: list[RefreshAttempt] = []
         self._scripts: list[ScriptedError] = []
+        self._odd_answers: list[OddSendAnswer] = []
         self._webhooks: list[WebhookDelivery] = []
         config = self._initial
         self.add_account(
@@ -270,6 +272,21 @@ class SandboxState:
                     self._scripts[index] = script.model_copy(update={"times": script.times - 1})
                 return script
         return None
+
+    def add_odd_answer(self, odd: OddSendAnswer) -> None:
+        """Queue an odd answer for the next accepted sends."""
+        self._odd_answers.append(odd)
+
+    def take_odd_answer(self) -> OddSendAnswer | None:
+        """The odd answer for this accepted send, consuming one of its `times`."""
+        if not self._odd_answers:
+            return None
+        odd = self._odd_answers[0]
+        if odd.times <= 1:
+            del self._odd_answers[0]
+        else:
+            self._odd_answers[0] = odd.model_copy(update={"times": odd.times - 1})
+        return odd
 
     def reset_quota(self, app_id: str | None = None) -> None:
         """Today's remaining quota (and template limits) back to the daily quota."""

@@ -7,6 +7,7 @@ never appear in an exception message or repr.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from importlib.metadata import version
@@ -51,6 +52,7 @@ HTTP_SERVER_ERROR = 500
 BODY_EXCERPT_CHARS = 120
 DEFAULT_HEADERS = {"user-agent": f"zns-journey-worker/{version('zns-journey-worker')}"}
 
+log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
 Json = dict[str, Any]
 
@@ -140,7 +142,7 @@ class ZaloClient:
             json=payload,
             extra_headers={"journey_token": journey_token.get_secret_value()},
         )
-        return _parse(SendResult, _data(body, SEND_TEMPLATE), SEND_TEMPLATE)
+        return _accepted_send(body)
 
     def check_journey_token(self, access_token: SecretStr, journey_token: SecretStr) -> TokenInfo:
         """What Zalo knows of a journey token: type, creation and expiry."""
@@ -315,7 +317,10 @@ def _error_code(body: Json, endpoint: str) -> int:
     if raw is None or isinstance(raw, bool):
         raise ZaloBadResponse(f"JSON without `error` on {endpoint}", endpoint=endpoint)
     try:
-        return int(raw)
+        code = int(raw)
+        if isinstance(raw, float) and code != raw:
+            raise ValueError(raw)  # 0.5 is not 0: not a code Zalo sends
+        return code
     except (TypeError, ValueError, OverflowError):
         raise ZaloBadResponse(
             f"`error` on {endpoint} is not a number: {str(raw)[:20]!r}", endpoint=endpoint
@@ -327,6 +332,18 @@ def _data(body: Json, endpoint: str) -> Json:
     if not isinstance(data, dict):
         raise ZaloBadResponse(f"success on {endpoint} without a `data` object", endpoint=endpoint)
     return data
+
+
+def _accepted_send(body: Json) -> SendResult:
+    """`error: 0` on a send means Zalo accepted the message, whatever the rest looks like: a
+    `data` that is missing or of the wrong shape is logged and read as far as it goes, never
+    turned into an error (an error would send the message again)."""
+    data = body.get("data")
+    result = SendResult.model_validate(data if isinstance(data, dict) else {})
+    odd = result.oddities() if isinstance(data, dict) else ["no `data` object"]
+    if odd:
+        log.warning("Zalo accepted a send with an unexpected answer: %s", "; ".join(odd))
+    return result
 
 
 def _oauth_body(response: httpx.Response) -> Json:

@@ -6,9 +6,18 @@ Pydantic's lax mode already turns `"123"` into `123`; the only extra is strippin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 
 class ZaloModel(BaseModel):
@@ -24,6 +33,20 @@ class ZaloModel(BaseModel):
         return data
 
 
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """The field as Zalo sent it when it has the expected type, else None (unknown)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+#: A number Zalo reports for information only: what cannot be read as one is unknown (None).
+OptionalInt = Annotated[int | None, WrapValidator(_or_none)]
+#: An id Zalo reports: a string (a number is taken as its digits); anything else is unknown.
+OptionalId = Annotated[str | None, Field(coerce_numbers_to_str=True), WrapValidator(_or_none)]
+
+
 class JourneyToken(ZaloModel):
     """A journey token as returned by get-token (top level, no `data`)."""
 
@@ -34,16 +57,25 @@ class JourneyToken(ZaloModel):
 class Quota(ZaloModel):
     """Daily quota as Zalo reports it (both numbers may arrive as strings)."""
 
-    daily_quota: int | None = Field(default=None, alias="dailyQuota")
-    remaining_quota: int | None = Field(default=None, alias="remainingQuota")
+    daily_quota: OptionalInt = Field(default=None, alias="dailyQuota")
+    remaining_quota: OptionalInt = Field(default=None, alias="remainingQuota")
 
 
 class SendResult(ZaloModel):
-    """What a successful send returns."""
+    """What a send Zalo accepted (`error: 0`) returns. `error: 0` is the acceptance: a field
+    missing or of the wrong type is unknown (None), never a reason to send again."""
 
-    msg_id: str
-    sent_time_ms: int = Field(alias="sent_time")
-    quota: Quota | None = None
+    msg_id: OptionalId = None
+    sent_time_ms: OptionalInt = Field(default=None, alias="sent_time")
+    quota: Annotated[Quota | None, WrapValidator(_or_none)] = None
+
+    def oddities(self) -> list[str]:
+        """What an accepted send's answer lacked (for the log)."""
+        missing = [("msg_id", self.msg_id), ("sent_time", self.sent_time_ms)]
+        odd = [f"no readable {name}" for name, value in missing if value is None]
+        if self.quota is None or self.quota.remaining_quota is None:
+            odd.append("no readable remainingQuota")
+        return odd
 
 
 class TokenInfo(ZaloModel):
