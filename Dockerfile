@@ -1,10 +1,13 @@
 # syntax=docker/dockerfile:1
-# zns-journey-worker image: `zns worker` by default; also `zns flower`, `zns sandbox`, `zns check`.
+# zns-journey-worker image: `zns worker` by default; also `zns flower`, `zns webhooks`, `zns check`.
 #
-# Stage 1 builds every wheel (ours and our dependencies'); stage 2 installs them from a bind
-# mount with --no-index, so the final image holds no wheel files, no build tools, no pip cache,
-# no source tree and no secrets: configuration and credentials arrive as ZNS_* variables at run
-# time (see deploy/). Pin the base by digest in your registry mirror for reproducible builds.
+# Stage `build` builds every wheel (ours, the developer tools' and our dependencies'); the final
+# stage installs only the product's from a bind mount with --no-index, so the image holds no
+# sandbox, bench or demo, no wheel files, no build tools, no pip cache, no source tree and no
+# secrets: configuration and credentials arrive as ZNS_* variables at run time (see deploy/).
+# Stage `sandbox` (`--target sandbox`) is the sandbox Zalo for the laptop stack of
+# docker-compose.yml, never for production. Pin the base by digest in your registry mirror for
+# reproducible builds.
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -13,7 +16,23 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY tasks ./tasks
-RUN python -m pip wheel --wheel-dir /wheels .
+COPY devtools ./devtools
+RUN python -m pip wheel --wheel-dir /wheels . ./devtools
+
+FROM python:3.11-slim-bookworm AS sandbox
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m pip install --no-index --find-links=/wheels /wheels/zns_journey_devtools-*.whl
+WORKDIR /srv/zns
+USER 10001:10001
+EXPOSE 8765
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=5 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8765/_sandbox/stats', timeout=2)"]
+ENTRYPOINT ["zns"]
+CMD ["sandbox", "--host", "0.0.0.0", "--port", "8765", "--allow-remote"]
 
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="zns-journey-worker" \

@@ -8,9 +8,9 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_ready
 
-from worker.celery_app import create_celery
 from worker.logs import configure_logging
-from worker.malloc import tune_malloc
+from worker.messaging.celery_app import create_celery
+from worker.ops.malloc import tune_malloc
 from worker.runtime import Runtime, build_runtime
 from worker.settings import load_settings
 
@@ -50,7 +50,7 @@ def _logging(loglevel: str | int | None = None, **_: Any) -> None:
 def _tune_memory(**_: Any) -> None:
     """Once the worker is up: leave what start-up built out of every later collection
     (`gc.freeze`), collect the young generation less often, and map large buffers
-    (worker/malloc.py)."""
+    (worker/ops/malloc.py)."""
     tune_malloc()
     gc.collect()
     gc.freeze()

@@ -41,11 +41,12 @@ from kombu.exceptions import OperationalError
 
 from tasks import envelope
 from tasks.app import app, runtime
-from tasks.journey import INFRA_RETRY_S, Again, dead_letter_invalid, publish_within_budget, run_step
-from worker.celery_app import BATCH_TASK_NAME, QUEUE, TASK_NAME, publish_batch, publish_step
+from tasks.step import INFRA_RETRY_S, Again, dead_letter_invalid, publish_within_budget, run_step
 from worker.job import masked_kwargs_repr
-from worker.result_backend import ResultBackend
-from worker.sender import TOKEN_WAIT
+from worker.messaging.celery_app import publish_batch, publish_step
+from worker.messaging.names import BATCH_TASK_NAME, QUEUE, TASK_NAME
+from worker.messaging.result_backend import ResultBackend
+from worker.pipeline.sender import TOKEN_WAIT
 
 log = logging.getLogger(__name__)
 #: What stops a publish while the broker restarts (kombu wraps most; redis-py and sockets not).

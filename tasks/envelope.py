@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from worker.broker_message import REASON_HEADER, UNREADABLE
+from worker.messaging.broker_message import REASON_HEADER, UNREADABLE
 
 JSON = "application/json"
 EMBED_LISTS = ("callbacks", "errbacks", "chain")

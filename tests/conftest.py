@@ -10,12 +10,12 @@ import redis
 
 from tests.fakes import FakeClock, store_client
 from tests.support import SANDBOX_CREDENTIALS, RedisServer, WorkerProcess
-from worker.keys import Keys
 from worker.runtime import Runtime, build_runtime
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.control import SandboxControl
-from worker.sandbox.server import running_sandbox
 from worker.settings import Settings
+from worker.state.keys import Keys
+from zns_dev.sandbox.config import SandboxConfig
+from zns_dev.sandbox.control import SandboxControl
+from zns_dev.sandbox.server import running_sandbox
 
 #: Fast maintenance and retries so flows finish in seconds (still through the real code paths).
 FAST_PIPELINE = {

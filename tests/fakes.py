@@ -13,7 +13,7 @@ from typing import TypeVar
 import redis
 
 from worker.clock import VIETNAM
-from worker.runtime import redis_client
+from worker.state.connection import redis_client
 
 T = TypeVar("T")
 

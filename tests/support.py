@@ -1,9 +1,9 @@
-"""Real parts for integration tests (re-exported from `worker.localrun`, shared with the demo
+"""Real parts for integration tests (re-exported from `zns_dev.localrun`, shared with the demo
 and the benchmark)."""
 
 from __future__ import annotations
 
-from worker.localrun import (
+from zns_dev.localrun import (
     REPO,
     SANDBOX_CREDENTIALS,
     RedisServer,

@@ -10,18 +10,18 @@ import redis
 from pydantic import SecretStr
 
 from tests.fakes import FakeClock, RecordingSleep, run_in_threads
-from worker.access_tokens import (
+from worker.clock import ms
+from worker.errors import ZaloOAuthError, ZaloTimeout, ZaloTransportError
+from worker.settings import AccountSettings, Settings
+from worker.state.keys import Keys
+from worker.state.locks import Lock
+from worker.tokens.access import (
     DEFAULT_LIFETIME_S,
     POLL_S,
     AccessGrant,
     AccessTokenManager,
     RefreshInDoubt,
 )
-from worker.clock import ms
-from worker.errors import ZaloOAuthError, ZaloTimeout, ZaloTransportError
-from worker.keys import Keys
-from worker.locks import Lock
-from worker.settings import AccountSettings, Settings
 from worker.zalo.models import AccessTokenPair
 
 ACCOUNT = "default"

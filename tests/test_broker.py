@@ -11,11 +11,12 @@ import redis
 from celery import Celery
 from kombu.transport import redis as kombu_redis
 
-from worker.broker import Transport
-from worker.broker_message import REASON_HEADER, UNREADABLE, envelope_of
-from worker.celery_app import QUEUE, create_celery
-from worker.scripts import register
+from worker.messaging.broker import Transport
+from worker.messaging.broker_message import REASON_HEADER, UNREADABLE, envelope_of
+from worker.messaging.celery_app import create_celery
+from worker.messaging.names import QUEUE
 from worker.settings import Settings
+from worker.state.scripts import register
 
 
 def _publish(redis_url: str, count: int) -> Celery:
@@ -44,7 +45,7 @@ def test_popped_messages_are_unacked_in_kombus_format_and_restore_unchanged(
     before = client.lrange(QUEUE, 0, -1)
     oldest = before[-3:][::-1]  # LPUSH in, RPOP out
     # When 3 are popped in one call
-    pop = register(client, "broker_pop_many")
+    pop = register(client, "broker_pop_many", package="worker.messaging")
     reply = pop(keys=["unacked_index", "unacked", QUEUE], args=[3, "1700000000.5"])
     # Then 3 came out, oldest first, each registered as unacked, 2 left on the queue
     assert reply[0::2] == oldest and reply[1::2] == [QUEUE] * 3
@@ -74,7 +75,7 @@ def test_a_pop_takes_no_more_than_asked_and_nothing_from_an_empty_queue(
     redis_url: str, client: redis.Redis
 ) -> None:
     client.delete(QUEUE, "unacked", "unacked_index")
-    pop = register(client, "broker_pop_many")
+    pop = register(client, "broker_pop_many", package="worker.messaging")
     assert pop(keys=["unacked_index", "unacked", QUEUE], args=[10, "1.0"]) == []
     _publish(redis_url, 4)
     assert len(pop(keys=["unacked_index", "unacked", QUEUE], args=[2, "1.0"])) == 4
@@ -101,7 +102,7 @@ def test_a_pop_never_takes_a_message_it_cannot_read_and_stops_before_it(
     _publish(redis_url, 2)
     client.lpush(QUEUE, poison)
     _publish(redis_url, 1)
-    pop = register(client, "broker_pop_many")
+    pop = register(client, "broker_pop_many", package="worker.messaging")
     # When a batch of 10 is asked for
     reply = pop(keys=["unacked_index", "unacked", QUEUE], args=[10, "1.0"])
     # Then the two before it are taken and registered, and it stays at the head of the queue

@@ -9,8 +9,8 @@ import pytest
 import redis
 from kombu import Connection
 
-from worker.broker import TRANSPORT, Channel, transport_for
-from worker.localrun import RedisServer
+from worker.messaging.broker import TRANSPORT, Channel, transport_for
+from zns_dev.localrun import RedisServer
 
 
 @pytest.fixture

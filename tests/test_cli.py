@@ -15,11 +15,11 @@ import redis
 from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
-from worker.celery_app import BATCH_TASK_NAME, QUEUE
-from worker.cli import EXIT_UNAVAILABLE, app
-from worker.parking import ParkReason
+from worker.messaging.names import BATCH_TASK_NAME, QUEUE
+from worker.ops.cli import EXIT_UNAVAILABLE, app
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
+from worker.state.parking import ParkReason
+from zns_dev.sandbox.control import SandboxControl
 
 runner = CliRunner()
 
@@ -294,7 +294,7 @@ def test_an_unreachable_redis_is_one_line_and_exit_3(
     bad = {**env, "ZNS_REDIS_URL": "redis://:s3cret@127.0.0.1:1/0", "ZNS_BROKER_URL": ""}
     # When an operator command runs as the console script does
     done = subprocess.run(
-        [sys.executable, "-c", "from worker.cli import main; main()", *command],
+        [sys.executable, "-c", "from worker.ops.cli import main; main()", *command],
         env={**os.environ, **{k: v for k, v in bad.items() if v}},
         capture_output=True,
         text=True,

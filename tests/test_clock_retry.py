@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.clock import VIETNAM, ms, next_morning, next_quota_reset, night_hours_resume_at
-from worker.retry import RetryPolicy, compute_backoff
+from worker.pipeline.retry import RetryPolicy, compute_backoff
 
 DAY_S = 86_400.0
 

@@ -6,8 +6,8 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from worker.crypto import PREFIX, TokenCipher, TokenDecryptError
 from worker.errors import ConfigError
+from worker.tokens.crypto import PREFIX, TokenCipher, TokenDecryptError
 
 
 def keys(*values: bytes) -> SecretStr:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from worker.cli import app
-from worker.health import HealthFile
+from worker.ops.cli import app
+from worker.ops.health import HealthFile
 
 
 def test_fresh_heartbeats_are_healthy_and_stale_ones_are_not(tmp_path: Path) -> None:

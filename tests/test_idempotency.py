@@ -7,8 +7,8 @@ import redis
 
 from tests.fakes import run_in_threads
 from tests.support import wait_until
-from worker.idempotency import Claim, ClaimState, IdempotencyStore
-from worker.keys import Keys
+from worker.state.idempotency import Claim, ClaimState, IdempotencyStore
+from worker.state.keys import Keys
 
 ACCOUNT = "default"
 KEY = "order-42:step-1"

@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from tests.fakes import FakeClock, RecordingSleep, run_in_threads
 from worker.clock import ms
 from worker.errors import ZaloTransportError
-from worker.journey_tokens import DAY_S, POLL_S, CachedToken, JourneyTokenStore, TokenRef
-from worker.keys import Keys
-from worker.locks import Lock
+from worker.state.keys import Keys
+from worker.state.locks import Lock
+from worker.tokens.journey import DAY_S, POLL_S, CachedToken, JourneyTokenStore, TokenRef
 from worker.zalo.models import JourneyToken
 
 REF = TokenRef("default", "84987654321", "order-42", "token_logistics_7")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from redis.crc import key_slot
 
-from worker.keys import MAX_RAW_PART, Keys
+from worker.state.keys import MAX_RAW_PART, Keys
 
 ACCOUNT = "acme-shop_1.vn"
 KEYS = Keys("zns")

@@ -13,15 +13,16 @@ from tests.fakes import FakeClock
 from worker import metrics
 from worker.clock import ms
 from worker.job import Job, parse_job
-from worker.keys import Keys
-from worker.maintenance import WOKEN_RELEASE_LIMIT, Maintenance
-from worker.ordering import StepOrder
-from worker.outcomes import Park, Sent
-from worker.parking import ParkingLot, ParkReason
+from worker.ops.maintenance import WOKEN_RELEASE_LIMIT, Maintenance
+from worker.pipeline.outcomes import Park, Sent
+from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
-from worker.sender import Attempt
-from worker.status import StatusStore, StepState
+from worker.state.keys import Keys
+from worker.state.ordering import StepOrder
+from worker.state.parking import ParkingLot, ParkReason
+from worker.state.step_status import StatusStore
+from worker.status import StepState
+from zns_dev.sandbox.control import SandboxControl
 
 ACCOUNT = "default"
 PHONE = "84987654321"

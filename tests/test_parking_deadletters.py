@@ -9,9 +9,9 @@ import redis
 
 from tests.fakes import FakeClock
 from worker.clock import ms
-from worker.deadletters import DeadLetter, DeadLetterStore
-from worker.keys import Keys
-from worker.parking import ParkedJob, ParkingLot, ParkReason
+from worker.state.deadletters import DeadLetter, DeadLetterStore
+from worker.state.keys import Keys
+from worker.state.parking import ParkedJob, ParkingLot, ParkReason
 
 ACCOUNT = "default"
 LEASE_S = 60.0

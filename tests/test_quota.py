@@ -7,8 +7,8 @@ import redis
 
 from tests.fakes import FakeClock, run_in_threads
 from worker.clock import ms, next_quota_reset
-from worker.keys import Keys
-from worker.quota import Gate, QuotaStore, QuotaView
+from worker.state.keys import Keys
+from worker.state.quota import Gate, QuotaStore, QuotaView
 
 ACCOUNT = "default"
 TEMPLATE = "tpl-1"

@@ -11,14 +11,14 @@ import pytest
 
 from tests.conftest import settings_from
 from worker.job import Job, parse_job
-from worker.journey_tokens import TokenRef
-from worker.outcomes import Retry, Sent
-from worker.ratelimit import RateLimiter, RateParams, Slot
+from worker.pipeline.outcomes import Retry, Sent
+from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime, build_runtime
-from worker.sandbox.control import SandboxControl
-from worker.sender import Attempt
 from worker.settings import AccountSettings
-from worker.step_gate import Begin, StepKeys
+from worker.state.ratelimit import RateLimiter, RateParams, Slot
+from worker.state.step_gate import Begin, StepKeys
+from worker.tokens.journey import TokenRef
+from zns_dev.sandbox.control import SandboxControl
 
 
 def _job(journey: str) -> Job:

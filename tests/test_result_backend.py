@@ -11,8 +11,8 @@ import pytest
 from celery import Celery
 
 from worker import metrics
-from worker.localrun import RedisServer
-from worker.result_backend import ResultBackend, backend_url
+from worker.messaging.result_backend import ResultBackend, backend_url
+from zns_dev.localrun import RedisServer
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import redis
 from celery import states
 
-from worker.celery_app import create_celery
-from worker.result_backend import ResultBackend
+from worker.messaging.celery_app import create_celery
+from worker.messaging.result_backend import ResultBackend
 from worker.settings import Settings
 
 

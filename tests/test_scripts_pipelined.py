@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from worker.scripts import run_pipelined
+from worker.state.scripts import run_pipelined
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 FAIL = "return redis.error_reply('no good')"

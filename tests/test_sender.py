@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 import redis
 
-from worker.access_tokens import ACCESS_ROUNDS
 from worker.clock import next_quota_reset, night_hours_resume_at
 from worker.job import Job, parse_job
-from worker.outcomes import DeadLetter, Duplicate, Park, Retry, Sent
-from worker.parking import ParkReason
-from worker.policy import NIGHT_DAYTIME_RETRY_S
+from worker.pipeline.outcomes import DeadLetter, Duplicate, Park, Retry, Sent
+from worker.pipeline.policy import NIGHT_DAYTIME_RETRY_S
+from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
-from worker.sender import Attempt
+from worker.state.parking import ParkReason
+from worker.tokens.access import ACCESS_ROUNDS
+from zns_dev.sandbox.control import SandboxControl
 
 PHONE = "84987654321"
 

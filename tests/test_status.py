@@ -13,18 +13,17 @@ from tests.fakes import FakeClock
 from worker import metrics
 from worker.clock import ms
 from worker.job import Job, parse_job
-from worker.keys import Keys
-from worker.ratelimit import RateLimiter
 from worker.settings import Settings
-from worker.status import (
+from worker.state.keys import Keys
+from worker.state.ratelimit import RateLimiter
+from worker.state.step_gate import StepGate, StepKeys
+from worker.state.step_status import (
     EARLY_DELIVERY_TTL_S,
     JOURNEY_EVENT_RETENTION_S,
     Delivery,
-    Lookup,
     StatusStore,
-    StepState,
 )
-from worker.step_gate import StepGate, StepKeys
+from worker.status import Lookup, StepState
 
 ACCOUNT = "default"
 PHONE = "84987654321"

@@ -24,9 +24,9 @@ from pydantic import (
 )
 
 from worker.errors import InvalidJob
-from worker.keys import ACCOUNT_NAME
 from worker.phone import mask_phone, normalize_phone
 from worker.settings import DEFAULT_ACCOUNT, TokenType
+from worker.state.keys import ACCOUNT_NAME
 
 MAX_TRACKING_ID = 48  # Zalo's limit
 TRACKING_ID = re.compile(r"^[A-Za-z0-9_-]{1,48}$")  # "no special characters"
@@ -69,7 +69,7 @@ class Job(BaseModel):
     idempotency_key: str = Field(min_length=1, max_length=MAX_KEY)
     tracking_id: str
     account: str = Field(default=DEFAULT_ACCOUNT, pattern=rf"\A{ACCOUNT_NAME.pattern}\z")
-    #: Position in its journey: not sent before the journey's lower steps (worker/ordering.py).
+    #: Position in its journey: sent after the journey's lower steps (worker/state/ordering.py).
     step: StrictInt | None = Field(default=None, ge=1, le=MAX_STEP)
 
     @field_validator("template_data")

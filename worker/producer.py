@@ -18,14 +18,15 @@ import redis
 from celery import Celery
 from celery.canvas import Signature
 
-from worker.bulk import BulkPublisher
-from worker.celery_app import create_celery, publish_step
 from worker.clock import system_clock
 from worker.errors import InvalidJob
 from worker.job import Job, parse_job
-from worker.keys import Keys
+from worker.messaging.bulk import BulkPublisher
+from worker.messaging.celery_app import create_celery, publish_step
 from worker.settings import DEFAULT_ACCOUNT, Settings
-from worker.status import Lookup, StatusStore, StepStatus
+from worker.state.keys import Keys
+from worker.state.step_status import StatusStore
+from worker.status import Lookup, StepStatus
 
 #: The producer's connections to the state Redis (status writes and look-ups only).
 STATE_CONNECTIONS = 8
@@ -143,7 +144,7 @@ class Producer:
 
     def _status_store(self) -> StatusStore:
         if self._status is None:
-            from worker.runtime import redis_client  # noqa: PLC0415 (not for every importer)
+            from worker.state.connection import redis_client  # noqa: PLC0415 (not for every importer)
 
             self._redis = redis_client(self._settings.redis_url, max_connections=STATE_CONNECTIONS)
             self._status = StatusStore(

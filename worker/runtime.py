@@ -2,127 +2,35 @@
 
 from __future__ import annotations
 
-import ssl
-import threading
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from pydantic import SecretStr
 
-from worker import metrics
-from worker.access_tokens import AccessTokenManager
-from worker.accounts import AccountState
 from worker.clock import Clock, system_clock
-from worker.crypto import TokenCipher
-from worker.deadletters import DeadLetterStore
-from worker.idempotency import IdempotencyStore
-from worker.journey_tokens import JourneyTokenStore
-from worker.keys import Keys
-from worker.ordering import StepOrder
-from worker.parking import ParkingLot
-from worker.policy import ErrorPolicy
-from worker.quota import QuotaStore
-from worker.ratelimit import RateLimiter
-from worker.retry import RetryPolicy
-from worker.sender import JourneySender, Stores
+from worker.pipeline.policy import ErrorPolicy
+from worker.pipeline.retry import RetryPolicy
+from worker.pipeline.sender import JourneySender, Stores
+from worker.pipeline.step_meta import MetaSeal
 from worker.settings import AccountSettings, Settings
-from worker.status import StatusStore
-from worker.step_gate import StepGate
-from worker.step_meta import MetaSeal
-from worker.zalo.client import ZaloClient
+from worker.state.connection import redis_client
+from worker.state.deadletters import DeadLetterStore
+from worker.state.idempotency import IdempotencyStore
+from worker.state.keys import Keys
+from worker.state.ordering import StepOrder
+from worker.state.parking import ParkingLot
+from worker.state.pauses import AccountState
+from worker.state.quota import QuotaStore
+from worker.state.ratelimit import RateLimiter
+from worker.state.step_gate import StepGate
+from worker.state.step_status import StatusStore
+from worker.tokens.access import AccessTokenManager
+from worker.tokens.crypto import TokenCipher
+from worker.tokens.journey import JourneyTokenStore
 from worker.zalo.models import AccessTokenPair
+from worker.zalo.thread_clients import ThreadLocalClients
 
-#: Connections per thread-local client: one request at a time per thread, plus a spare.
-CONNECTIONS_PER_THREAD = 2
 LOCK_MARGIN_S = 5.0
-
-
-class ThreadLocalClients:
-    """One ZaloClient per thread: a client shared by many threads serialises on its pool lock
-    (measured here: 200 threads on one client ~170 req/s, one client per thread ~1,200 req/s)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        # One TLS context for every client: building one per thread costs ~10 ms each.
-        self._tls = ssl.create_default_context()
-        self._local = threading.local()
-        self._all: list[ZaloClient] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> ZaloClient:
-        client: ZaloClient | None = getattr(self._local, "client", None)
-        if client is None:
-            client = ZaloClient(
-                api_base_url=self._settings.api_base_url,
-                oauth_base_url=self._settings.oauth_base_url,
-                http_settings=self._settings.http,
-                max_connections=CONNECTIONS_PER_THREAD,
-                verify=self._tls,
-            )
-            self._local.client = client
-            with self._lock:
-                self._all.append(client)
-        return client
-
-    def close(self) -> None:
-        """Close every client this process made."""
-        with self._lock:
-            for client in self._all:
-                client.close()
-            self._all.clear()
-
-
-class _Counting:
-    """Counts round trips: redis-py writes each command, pipeline or script call as one packet."""
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        metrics.REDIS_ROUND_TRIPS.inc()
-        super().send_packed_command(command, check_health)  # type: ignore[misc]
-
-
-class CountingConnection(_Counting, redis.Connection):
-    """TCP connection that counts round trips."""
-
-
-class CountingSSLConnection(_Counting, redis.SSLConnection):
-    """TLS connection that counts round trips."""
-
-
-class CountingUnixConnection(_Counting, redis.UnixDomainSocketConnection):
-    """Unix-socket connection that counts round trips."""
-
-
-def _connection_class(url: str) -> type[redis.Connection] | type[redis.UnixDomainSocketConnection]:
-    if url.startswith("rediss://"):
-        return CountingSSLConnection
-    if url.startswith("unix://"):
-        return CountingUnixConnection
-    return CountingConnection
-
-
-#: Read buffer of each state-Redis connection (redis-py's default: 64 KiB).
-READ_BUFFER_BYTES = 4096
-
-
-def redis_client(url: str, *, max_connections: int = 256) -> redis.Redis:
-    """A thread-safe Redis client returning str, with a bounded, blocking pool."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=10,
-        decode_responses=True,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-        retry_on_timeout=True,
-        # Our replies are small (a Lua reply, a token hash): a 4 KiB read buffer per connection
-        # instead of 64 KiB, for the ~2 connections per worker thread (a larger reply is read in
-        # several reads).
-        socket_read_size=READ_BUFFER_BYTES,
-        connection_class=_connection_class(url),
-    )
-    return redis.Redis(connection_pool=pool)
 
 
 @dataclass

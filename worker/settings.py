@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
-from worker.health import DEFAULT_HEALTH_FILE
+from worker.ops.health import DEFAULT_HEALTH_FILE
 
 TokenType = Literal[
     "token_logistics_7", "token_logistics_30", "token_coach_bus_7", "token_coach_bus_30"

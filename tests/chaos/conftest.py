@@ -20,7 +20,7 @@ from kombu import Connection, Exchange, Queue
 from tests.chaos.harness import RABBITMQ_URL, Chaos
 from tests.chaos.report import Row, format_table, write_json
 from tests.support import REPO
-from worker.celery_app import QUEUE
+from worker.messaging.names import QUEUE
 
 FULL_OPTION = "--chaos-full"
 _ROWS = pytest.StashKey[list[Row]]()

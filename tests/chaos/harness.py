@@ -33,15 +33,16 @@ from kombu.transport.redis import Channel as RedisChannel
 
 from tests.conftest import FAST_PIPELINE, settings_from
 from tests.support import SANDBOX_CREDENTIALS, RedisServer, WorkerProcess, wait_until
-from worker.celery_app import QUEUE, celery_config
 from worker.job import derive_tracking_id
+from worker.messaging.celery_app import celery_config
+from worker.messaging.names import QUEUE
 from worker.producer import Producer
 from worker.runtime import Runtime, build_runtime
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.control import SandboxControl
-from worker.sandbox.records import SentMessage
-from worker.sandbox.server import running_sandbox
 from worker.settings import DEFAULT_ACCOUNT, Settings
+from zns_dev.sandbox.config import SandboxConfig
+from zns_dev.sandbox.control import SandboxControl
+from zns_dev.sandbox.records import SentMessage
+from zns_dev.sandbox.server import running_sandbox
 
 #: kombu's Redis transport: the queue list (plus its priority lists) and the unacked bookkeeping.
 PRIORITY_SEPARATOR = "\x06\x16"

@@ -29,12 +29,12 @@ from pydantic import SecretStr
 
 from tests.chaos.harness import Chaos
 from tests.chaos.report import Row
-from worker.celery_app import QUEUE, TASK_NAME
 from worker.errors import InvalidJob, ZaloError
 from worker.job import derive_tracking_id, parse_job
+from worker.messaging.names import QUEUE, TASK_NAME
 from worker.producer import Producer
-from worker.sandbox.config import SandboxConfig
 from worker.zalo.client import ZaloClient
+from zns_dev.sandbox.config import SandboxConfig
 
 PHONE = "0987654321"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from tests.chaos.harness import Chaos, make_steps
 from tests.chaos.report import Row
-from worker.sandbox.config import SandboxConfig
+from zns_dev.sandbox.config import SandboxConfig
 
 #: Kubernetes' default terminationGracePeriodSeconds: a worker must be gone well within it.
 POD_GRACE_S = 30.0

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from tests.chaos.harness import Chaos, Step, make_steps
 from tests.chaos.report import Row
 from tests.support import wait_until
-from worker.operations import release_parked, resume_account
-from worker.parking import ParkReason
-from worker.sandbox.config import SandboxConfig
+from worker.ops.actions import release_parked, resume_account
+from worker.state.parking import ParkReason
+from zns_dev.sandbox.config import SandboxConfig
 
 ACCOUNT = "default"
 VIETNAM_UTC_OFFSET_S = 7 * 3600

@@ -34,8 +34,8 @@ import pytest
 from tests.chaos.harness import SHORT_TIMEOUTS, Chaos, Step, make_steps
 from tests.chaos.report import Row
 from worker.producer import Producer
-from worker.sandbox.config import SandboxConfig
 from worker.settings import DEFAULT_STEPS_PER_MESSAGE
+from zns_dev.sandbox.config import SandboxConfig
 
 RESUME_BOUND_S = 10.0
 WORKERS = 2

@@ -31,12 +31,12 @@ from tests.chaos.report import Row
 from tests.chaos.test_fuzz import publish_raw, valid_kwargs
 from tests.chaos.test_redis_restart import down_for_two_seconds
 from tests.chaos.test_redis_restart import scenario as restart_scenario
-from worker.celery_app import TASK_NAME
 from worker.errors import InvalidJob, ZaloError
+from worker.messaging.names import TASK_NAME
 from worker.producer import Producer
-from worker.sandbox.config import SandboxConfig
 from worker.settings import Settings
 from worker.zalo.client import ZaloClient
+from zns_dev.sandbox.config import SandboxConfig
 
 FIVE_MINUTES_S = 300
 

@@ -33,7 +33,7 @@ from tests.chaos.harness import (
 )
 from tests.chaos.report import Row
 from tests.support import WorkerProcess
-from worker.sandbox.config import SandboxConfig
+from zns_dev.sandbox.config import SandboxConfig
 
 KILLS = 3
 SEED = 20261126

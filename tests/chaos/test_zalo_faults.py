@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from tests.chaos.harness import Chaos, make_steps
 from tests.chaos.report import Row
-from worker.sandbox.config import SandboxConfig
+from zns_dev.sandbox.config import SandboxConfig
 
 SEED = 7
 

@@ -173,7 +173,7 @@ def kustomization_dirs() -> list[Path]:
 
 def zns_group() -> typer.core.TyperGroup:
     """The command group behind the `zns` console script."""
-    from worker.cli import app  # noqa: PLC0415 (imports Celery)
+    from worker.ops.cli import app  # noqa: PLC0415 (imports Celery)
 
     group = typer.main.get_command(app)
     assert isinstance(group, typer.core.TyperGroup)

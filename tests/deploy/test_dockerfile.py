@@ -214,5 +214,5 @@ def test_dockerignore_sends_only_what_the_image_needs(parsed: list[Instruction])
             for source in instruction.arguments.split()[:-1]:
                 assert (REPO / source).exists(), source
                 assert not _ignored(source, patterns), f"{source} is copied but ignored"
-    assert not _ignored("worker/lua/claim.lua", patterns)
+    assert not _ignored("worker/state/lua/begin_step.lua", patterns)
     assert _ignored("worker/__pycache__/x.pyc", patterns)

@@ -28,7 +28,7 @@ from tests.deploy.manifests import (
     render,
     split_image,
 )
-from worker.celery_app import QUEUE
+from worker.messaging.names import QUEUE
 from worker.settings import NESTED_DELIMITER, CelerySettings, Settings, WebhookSettings
 from worker.webhooks.app import HEALTH_PATH, create_app
 from worker.webhooks.receiver import WebhookReceiver

@@ -16,16 +16,16 @@ from celery import Celery
 
 from tests.support import WorkerProcess, wait_until
 from tests.test_sender import make_job
-from worker.celery_app import QUEUE, TASK_NAME
 from worker.job import derive_tracking_id
-from worker.maintenance import job_kwargs
-from worker.outcomes import Duplicate, Sent
-from worker.parking import ParkReason
+from worker.messaging.names import QUEUE, TASK_NAME
+from worker.ops.maintenance import job_kwargs
+from worker.pipeline.outcomes import Duplicate, Sent
+from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
-from worker.sandbox.records import OddShape
-from worker.sender import Attempt
 from worker.settings import Settings
+from worker.state.parking import ParkReason
+from zns_dev.sandbox.control import SandboxControl
+from zns_dev.sandbox.records import OddShape
 
 CUT_EMOJI = "order-\ud83d"  # an emoji cut in half by a JavaScript producer: a lone surrogate
 

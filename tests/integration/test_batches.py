@@ -15,11 +15,12 @@ import redis
 from celery import Celery
 
 from tests.support import WorkerProcess, wait_until
-from worker.celery_app import BATCH_TASK_NAME, QUEUE, TASK_NAME, create_celery, publish_batch
+from worker.messaging.celery_app import create_celery, publish_batch
+from worker.messaging.names import BATCH_TASK_NAME, QUEUE, TASK_NAME
 from worker.producer import Producer
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
+from zns_dev.sandbox.control import SandboxControl
 
 StartWorker = Callable[..., WorkerProcess]
 PHONE = "0987654321"

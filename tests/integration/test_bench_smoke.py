@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from worker.cli import app
+from worker.ops.cli import app
 
 SCENARIOS = {"raw", "naive", "ours", "ours-1/msg", "enqueue", "rate-limit"}
 

@@ -14,19 +14,19 @@ from pathlib import Path
 import redis
 
 from tests.support import REPO, WorkerProcess, wait_until
-from worker.health import HealthFile
-from worker.parking import ParkReason
+from worker.ops.health import HealthFile
 from worker.producer import Producer
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
+from worker.state.parking import ParkReason
+from zns_dev.sandbox.control import SandboxControl
 
 
 def test_demo_runs_green_and_prints_the_summary(redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZNS_")}
     env["ZNS_REDIS_URL"] = redis_url  # the demo uses database 15 of it, and cleans up
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--orders", "10", "--latency-ms", "0"],
+        [sys.executable, "-m", "worker.ops.cli", "demo", "--orders", "10", "--latency-ms", "0"],
         cwd=REPO,
         env={**env, "COLUMNS": "160"},
         capture_output=True,

@@ -1,7 +1,7 @@
 """`zns flower` against a real worker: basic auth by default; no phone, no token in what it shows.
 
-Flower runs as `python -m worker.cli flower` (our command, which execs Celery's Flower) on a free
-loopback port; the job goes through the real Producer; the task is read back over Flower's API.
+Flower runs as `python -m worker.ops.cli flower` (our command, which execs Celery's Flower) on a
+free loopback port; the job goes through the real Producer; the task is read back over Flower's API.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from celery import Celery
 from typer.testing import CliRunner
 
 from tests.support import REPO, SANDBOX_CREDENTIALS, WorkerProcess, free_port, wait_until
-from worker import flower
-from worker.cli import app
+from worker.ops import flower
+from worker.ops.cli import app
 from worker.producer import Producer
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
+from zns_dev.sandbox.control import SandboxControl
 
 FULL_PHONE = "84987654321"
 NATIONAL_DIGITS = "987654321"  # in every spelling of the number: 0987…, +84 987…, 84987…
@@ -51,7 +51,7 @@ class FlowerProcess:
 
     def start(self, *, ready_timeout_s: float = 30) -> FlowerProcess:
         """Start and wait until its HTTP server answers."""
-        args = [sys.executable, "-m", "worker.cli", "flower", "--port", str(self.port)]
+        args = [sys.executable, "-m", "worker.ops.cli", "flower", "--port", str(self.port)]
         args += ["--address", "127.0.0.1"]
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import WorkerProcess, wait_until
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
+from zns_dev.sandbox.control import SandboxControl
 
 PRODUCER = textwrap.dedent(
     """

@@ -22,11 +22,11 @@ from typing import Any, NoReturn
 import pytest
 
 from tests.support import REPO, WorkerProcess, wait_until
-from worker.celery_app import QUEUE, TASK_NAME
 from worker.job import derive_tracking_id
+from worker.messaging.names import QUEUE, TASK_NAME
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
+from zns_dev.sandbox.control import SandboxControl
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from tests.support import WorkerProcess, wait_until
 from worker.producer import Producer
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
+from zns_dev.sandbox.control import SandboxControl
 
 StartWorker = Callable[..., WorkerProcess]
 

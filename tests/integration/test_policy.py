@@ -8,12 +8,12 @@ from collections.abc import Callable
 from kombu import Connection, Exchange, Queue
 
 from tests.support import WorkerProcess, wait_until
-from worker.celery_app import QUEUE, TASK_NAME
-from worker.operations import resume_account
+from worker.messaging.names import QUEUE, TASK_NAME
+from worker.ops.actions import resume_account
 from worker.producer import Producer
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
+from zns_dev.sandbox.control import SandboxControl
 
 StartWorker = Callable[..., WorkerProcess]
 PHONE = "84987654321"

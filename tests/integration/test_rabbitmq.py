@@ -9,10 +9,10 @@ import pytest
 from kombu import Connection, Exchange, Queue
 
 from tests.support import WorkerProcess
-from worker.celery_app import QUEUE
+from worker.messaging.names import QUEUE
 from worker.producer import Producer
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
+from zns_dev.sandbox.control import SandboxControl
 
 AMQP_URL = os.environ.get("ZNS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 

@@ -17,9 +17,9 @@ from tests.integration.zns_cli import run_zns
 from tests.support import WorkerProcess, wait_until
 from worker.producer import Producer
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
 from worker.status import Lookup, StepState
+from zns_dev.sandbox.control import SandboxControl
 
 StartWorker = Callable[..., WorkerProcess]
 PHONE = "0987654321"

@@ -12,13 +12,13 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from tests.support import WorkerProcess, wait_until
-from worker.cli import app as cli
+from worker.ops.cli import app as cli
 from worker.producer import Producer
 from worker.runtime import Runtime
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.control import SandboxControl
-from worker.sandbox.server import running_sandbox
 from worker.settings import Settings
+from zns_dev.sandbox.config import SandboxConfig
+from zns_dev.sandbox.control import SandboxControl
+from zns_dev.sandbox.server import running_sandbox
 
 StartWorker = Callable[..., WorkerProcess]
 

@@ -14,10 +14,11 @@ from tests.integration.zns_cli import run_zns
 from tests.support import WorkerProcess, wait_until
 from worker.producer import Producer
 from worker.runtime import Runtime
-from worker.sandbox.control import SandboxControl
 from worker.settings import Settings
-from worker.status import Lookup, StatusStore
+from worker.state.step_status import StatusStore
+from worker.status import Lookup
 from worker.webhooks.server import running_receiver
+from zns_dev.sandbox.control import SandboxControl
 
 StartWorker = Callable[..., WorkerProcess]
 JOURNEYS = 3

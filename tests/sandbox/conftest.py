@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.sandbox.zalo import ZaloCalls
-from worker.sandbox import SandboxConfig, SandboxControl, running_sandbox
+from zns_dev.sandbox import SandboxConfig, SandboxControl, running_sandbox
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.sandbox.zalo import DATA, OTHER_PHONE, PHONE, TEMPLATE, ZaloCalls, error_of
-from worker.sandbox import SandboxControl
+from zns_dev.sandbox import SandboxControl
 
 DAY_S = 86_400
 HOUR_S = 3_600

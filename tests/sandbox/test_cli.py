@@ -6,8 +6,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from worker.sandbox import cli
-from worker.sandbox.config import SandboxConfig
+from zns_dev.sandbox import command as cli
+from zns_dev.sandbox.config import SandboxConfig
 
 runner = CliRunner()
 

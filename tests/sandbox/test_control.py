@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from tests.sandbox.zalo import OTHER_PHONE, PHONE, ZaloCalls, error_of
-from worker.sandbox import SandboxConfig, SandboxControl
-from worker.sandbox.app import create_app
+from zns_dev.sandbox import SandboxConfig, SandboxControl
+from zns_dev.sandbox.app import create_app
 
 
 def test_scripted_error_hits_the_next_matching_calls_only(

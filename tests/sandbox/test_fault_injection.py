@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.sandbox.zalo import DATA, PHONE, ZaloCalls, error_of
-from worker.sandbox import SandboxControl
+from zns_dev.sandbox import SandboxControl
 
 
 def test_fault_100_is_a_json_error_with_http_200(zalo: ZaloCalls, control: SandboxControl) -> None:

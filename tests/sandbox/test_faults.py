@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.sandbox.config import ENDPOINTS, SandboxConfig
-from worker.sandbox.faults import NO_FAULT, Fault, FaultDice, FaultPlan
+from zns_dev.sandbox.config import ENDPOINTS, SandboxConfig
+from zns_dev.sandbox.faults import NO_FAULT, Fault, FaultDice, FaultPlan
 
 
 def plans(config: SandboxConfig, endpoint: str = "send", n: int = 200) -> list[FaultPlan]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.sandbox.zalo import ZaloCalls, error_of
-from worker.sandbox import SandboxControl
+from zns_dev.sandbox import SandboxControl
 
 
 def test_refresh_rotates_the_pair(zalo: ZaloCalls) -> None:

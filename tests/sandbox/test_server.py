@@ -9,9 +9,9 @@ import sys
 import httpx
 import pytest
 
-from worker.sandbox import SandboxConfig, SandboxControl, running_sandbox
-from worker.sandbox.config import base_url, is_loopback
-from worker.sandbox.server import READY_PREFIX, SandboxStartError
+from zns_dev.sandbox import SandboxConfig, SandboxControl, running_sandbox
+from zns_dev.sandbox.config import base_url, is_loopback
+from zns_dev.sandbox.server import READY_PREFIX, SandboxStartError
 
 
 def test_running_sandbox_picks_a_free_port_and_stops_on_exit() -> None:
@@ -42,7 +42,7 @@ def test_a_port_in_use_is_a_start_error() -> None:
 
 def test_module_entry_point_prints_the_ready_line_and_stops_on_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.sandbox", "--port", "0"],
+        [sys.executable, "-m", "zns_dev.sandbox", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.records import AccountSpec, ScriptedError, TemplateSpec
-from worker.sandbox.state import (
+from zns_dev.sandbox.config import SandboxConfig
+from zns_dev.sandbox.records import AccountSpec, ScriptedError, TemplateSpec
+from zns_dev.sandbox.state import (
     DAY_S,
     ApiFailure,
     OAuthFailure,

@@ -15,7 +15,7 @@ import pytest
 
 from tests.sandbox.zalo import PHONE, ZaloCalls
 from tests.support import wait_until
-from worker.sandbox import SandboxControl
+from zns_dev.sandbox import SandboxControl
 
 APP_ID = "sandbox-app"
 SECRET = "sandbox-secret"

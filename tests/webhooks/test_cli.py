@@ -26,7 +26,7 @@ def zns_env(redis_url: str, **extra: str) -> dict[str, str]:
 def process(redis_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     env = zns_env(redis_url, ZNS_APP_ID=APP_ID, ZNS_WEBHOOK_SECRET_KEY=HOOK_SECRET)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "webhooks", "--port", str(free_port())],
+        [sys.executable, "-m", "worker.ops.cli", "webhooks", "--port", str(free_port())],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -59,7 +59,7 @@ def test_serves_events_until_sigterm(process: subprocess.Popen[str]) -> None:
 
 def test_without_a_signing_key_it_refuses_to_start(redis_url: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "webhooks", "--port", "0"],
+        [sys.executable, "-m", "worker.ops.cli", "webhooks", "--port", "0"],
         cwd=tmp_path,
         env=zns_env(redis_url),
         capture_output=True,

@@ -20,11 +20,11 @@ from tests.webhooks.conftest import (
     signed,
     snapshot,
 )
-from worker.accounts import AccountState
-from worker.keys import Keys
-from worker.quota import QuotaStore
-from worker.runtime import redis_client
 from worker.settings import Settings
+from worker.state.connection import redis_client
+from worker.state.keys import Keys
+from worker.state.pauses import AccountState
+from worker.state.quota import QuotaStore
 
 Post = Callable[..., httpx.Response]
 
@@ -240,7 +240,7 @@ def test_answers_never_echo_secrets_or_phones(post: Post) -> None:
 def test_app_id_shared_by_two_oas_is_resolved_by_oa_id() -> None:
     from pydantic import SecretStr  # noqa: PLC0415
 
-    from worker.webhooks.accounts import AccountDirectory, WebhookAccount  # noqa: PLC0415
+    from worker.webhooks.directory import AccountDirectory, WebhookAccount  # noqa: PLC0415
 
     key = SecretStr("k")
     directory = AccountDirectory(

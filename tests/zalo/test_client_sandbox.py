@@ -30,9 +30,9 @@ from worker.errors import (
     ZaloServerError,
     ZaloTimeout,
 )
-from worker.sandbox.control import SandboxControl
 from worker.settings import HttpSettings
 from worker.zalo.client import ZaloClient
+from zns_dev.sandbox.control import SandboxControl
 
 ACCESS = SecretStr("sandbox-access-token")
 SECRET = SecretStr("sandbox-secret")

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from worker import metrics
-from worker.accounts import AccountState
 from worker.clock import Clock, ms
-from worker.quota import QuotaStore
-from worker.webhooks.accounts import AccountDirectory, WebhookAccount
+from worker.state.pauses import AccountState
+from worker.state.quota import QuotaStore
+from worker.webhooks.directory import AccountDirectory, WebhookAccount
 from worker.webhooks.events import (
     HANDLED,
     BadEvent,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from worker.keys import Keys
+from worker.state.keys import Keys
 
 
 class SeenEvents:

@@ -5,19 +5,19 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Final
 
 import uvicorn
 
 from worker.clock import Clock, system_clock
-from worker.localrun import wait_until
 from worker.metrics import serve_metrics
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings, WebhookSettings
-from worker.status import StatusStore
-from worker.webhooks.accounts import AccountDirectory
+from worker.state.step_status import StatusStore
 from worker.webhooks.app import create_app
+from worker.webhooks.directory import AccountDirectory
 from worker.webhooks.receiver import WebhookReceiver, Window
 from worker.webhooks.seen import SeenEvents
 
@@ -116,11 +116,10 @@ def _url(settings: Settings, sock: socket.socket) -> str:
 
 
 def _await_started(server: uvicorn.Server, thread: threading.Thread) -> None:
-    wait_until(
-        lambda: server.started or not thread.is_alive(),
-        timeout_s=STARTUP_TIMEOUT_S,
-        interval_s=0.02,
-        what="the webhook receiver to start",
-    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not (server.started or not thread.is_alive()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the webhook receiver did not start in {STARTUP_TIMEOUT_S}s")
+        time.sleep(0.02)
     if not server.started:
         raise RuntimeError("the webhook receiver stopped during start-up")

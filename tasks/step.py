@@ -1,0 +1,197 @@
+"""`zns.send_journey_step`: decode kwargs, call JourneySender, map the outcome to Celery.
+
+`run_step` is the whole life of one step short of Celery: the batch task (tasks/batch.py) runs
+the same function for each step it carries."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import redis
+from celery import Task
+from celery.exceptions import Reject
+
+from tasks.app import app, runtime
+from worker import metrics
+from worker.errors import InvalidJob
+from worker.job import Job, parse_job
+from worker.logs import current_account
+from worker.messaging.names import QUEUE, TASK_NAME
+from worker.pipeline.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
+from worker.pipeline.sender import TOKEN_WAIT, WAIT_CLASSES, Attempt
+from worker.pipeline.step_meta import META_FIELD, StepMeta
+
+log = logging.getLogger(__name__)
+INFRA_RETRY_S = 5.0  # Redis restarts (failover, AOF reload) take seconds
+#: Publishing a retry while the broker restarts: try for this long before requeueing.
+PUBLISH_BUDGET_S = 30.0
+PUBLISH_FIRST_PAUSE_S = 0.5
+PUBLISH_MAX_PAUSE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Again:
+    """The step runs again later: published anew after `countdown` with this (sealed) meta."""
+
+    job: Job
+    meta: StepMeta
+    countdown: float
+    cause: BaseException | None = None
+    kind: str | None = None  # the retry's class (worker/pipeline/policy.py, `TOKEN_WAIT`, ...)
+    reason: str = ""
+
+    def kwargs(self) -> dict[str, Any]:
+        """The task kwargs of the new message (the job and its sealed attempt history)."""
+        kwargs = self.job.kwargs()
+        return {**kwargs, META_FIELD: runtime().meta_seal.seal(self.meta, kwargs)}
+
+
+StepResult = dict[str, Any] | Again
+"""A step's final result (the task result a producer reads), or when to run it again."""
+
+
+@app.task(
+    name=TASK_NAME,
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    queue=QUEUE,
+    Request="tasks.request:MaskedRequest",
+)
+def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[type-arg]
+    """Send one journey step (kwargs only; see DESIGN §3)."""
+    task_id = str(self.request.id)
+    if args:
+        kwargs.pop(META_FIELD, None)
+        return dead_letter_invalid(task_id, "positional arguments are not accepted", args, kwargs)
+    result = run_step(task_id, kwargs)
+    if isinstance(result, Again):
+        _reschedule(self, result)
+    return result
+
+
+def run_step(task_id: str, kwargs: dict[str, Any], *, defer_token_wait: bool = False) -> StepResult:
+    """Validate and process one step (its `_meta`, if any, is popped from `kwargs` and honoured
+    only when the worker sealed it: worker/pipeline/step_meta.py).
+    `defer_token_wait`: see `Attempt`."""
+    raw_meta = kwargs.pop(META_FIELD, None)
+    try:
+        job = parse_job(kwargs, default_key=task_id)
+    except InvalidJob as exc:
+        return dead_letter_invalid(task_id, str(exc), (), kwargs)
+    if runtime().settings.account(job.account) is None:
+        return dead_letter_invalid(task_id, f"unknown account {job.account!r}", (), kwargs)
+    meta = runtime().meta_seal.open(raw_meta, kwargs)
+    account_token = current_account.set(job.account)
+    try:
+        return _run(job, meta, task_id, defer_token_wait)
+    finally:
+        current_account.reset(account_token)
+
+
+def _run(job: Job, meta: StepMeta, task_id: str, defer_token_wait: bool) -> StepResult:
+    history = meta.history
+    attempt = Attempt(
+        task_id=task_id,
+        retries=sum(1 for h in history if h.get("class") not in WAIT_CLASSES),
+        probe=meta.probe,
+        history=history,
+        defer_token_wait=defer_token_wait,
+    )
+    try:
+        outcome = runtime().sender.process(job, attempt)
+    except (redis.RedisError, OSError) as exc:
+        # The state store is unreachable: nothing was sent, try again soon (not counted as a
+        # failure of the job). The RETRY result cannot be stored meanwhile: the result backend
+        # drops it (worker/messaging/result_backend.py) instead of leaving the message unsettled.
+        log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
+        return Again(job, StepMeta(history=history), INFRA_RETRY_S, cause=exc)
+    if isinstance(outcome, Retry):
+        kind = outcome.error.get("class")
+        if not (defer_token_wait and kind == TOKEN_WAIT):  # a deferral is not published
+            log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
+        return Again(
+            job, meta.with_error(outcome.error), outcome.delay_s, kind=kind,
+            reason=outcome.reason,
+        )  # fmt: skip
+    return _final(job, outcome)
+
+
+def _final(job: Job, outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome, Sent | Duplicate | AlreadyDead):
+        return outcome.result
+    tracking_id = job.kwargs().get("tracking_id")
+    if isinstance(outcome, Park):
+        return {
+            "status": "parked",
+            "reason": outcome.reason.value,
+            "due_at": outcome.due_at,
+            "tracking_id": tracking_id,
+            "detail": outcome.detail[:300],
+        }
+    assert isinstance(outcome, DeadLetter)
+    return {
+        "status": "dead_lettered",
+        "reason": outcome.reason[:300],
+        "code": outcome.code,
+        "tracking_id": tracking_id,
+    }
+
+
+def _reschedule(task: Task, again: Again) -> NoReturn:  # type: ignore[type-arg]
+    """Publish the step again with a countdown (Celery's retry), then let Celery ack this one."""
+
+    def retry() -> None:
+        raise task.retry(  # type: ignore[call-arg]  # Celery passes **options on
+            countdown=again.countdown, kwargs=again.kwargs(), kwargsrepr=again.job.kwargs_repr()
+        ) from again.cause
+
+    publish_within_budget(retry, (Reject,))
+    raise AssertionError("unreachable: Task.retry always raises")  # pragma: no cover
+
+
+def publish_within_budget(
+    publish: Callable[[], object], errors: tuple[type[BaseException], ...]
+) -> None:
+    """Run `publish`; while it fails with `errors` (the broker is restarting), try again for a
+    while, then requeue the message in hand.
+
+    With a Redis broker, a message taken just as Redis went down may exist only in this thread
+    (kombu records it as unacked in a second call, which failed). Celery would reject it without
+    requeue; after the budget it is requeued instead, never dropped."""
+    pause, deadline = PUBLISH_FIRST_PAUSE_S, time.monotonic() + PUBLISH_BUDGET_S
+    while True:
+        try:
+            publish()
+            return
+        except errors as exc:
+            reason = exc.args[0] if exc.args else None
+            if time.monotonic() + pause > deadline:
+                log.error("could not publish the retry (%r); requeueing the step", reason)
+                raise Reject(reason, requeue=True) from exc
+            log.warning("could not publish the retry (%r); again in %.1fs", reason, pause)
+        time.sleep(pause)
+        pause = min(pause * 2, PUBLISH_MAX_PAUSE_S)
+
+
+def dead_letter_invalid(
+    task_id: str, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """A job that can never be sent: keep it whole for an operator, never retry it."""
+    payload = {"args": list(args), "kwargs": kwargs} if args else kwargs
+    account = kwargs.get("account") if isinstance(kwargs.get("account"), str) else None
+    metrics.DEAD_LETTERS.labels(account or "-", "invalid_job").inc()
+    entry = runtime().dead_letters.add(
+        reason=reason,
+        error_class="invalid_job",
+        code=None,
+        kwargs=payload,
+        account=account,
+        task_id=task_id,
+    )
+    log.warning("invalid job dead-lettered (%s): %s", entry.id, reason)
+    return {"status": "dead_lettered", "reason": reason, "code": None, "dead_letter_id": entry.id}

@@ -1,0 +1,10 @@
+"""One journey step through every gate to Zalo and back; knows nothing of Celery.
+
+sender.py     JourneySender: order, begin, tokens, send, record
+outcomes.py   what a step came to: Sent, Duplicate, AlreadyDead, Retry, Park, DeadLetter
+policy.py     ErrorPolicy: a Zalo error's action becomes an outcome
+retry.py      RetryPolicy: backoff with jitter, retry budgets
+step_meta.py  the worker's own bookkeeping that travels with a step, sealed against producers
+
+May import: `worker.tokens`, `worker.state`, `worker.zalo` and the vocabulary modules.
+"""

@@ -1,0 +1,62 @@
+"""What one attempt at a journey step came to; the task maps each to Celery semantics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from worker.state.parking import ParkReason
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Zalo accepted the message."""
+
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """Already sent earlier: the stored result, no Zalo call."""
+
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyDead:
+    """Already dead-lettered earlier: nothing to do."""
+
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try again after a short delay (always far below the visibility timeout)."""
+
+    delay_s: float
+    reason: str
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Park:
+    """Wait in Redis until `due_at` (None: until the account is resumed)."""
+
+    reason: ParkReason
+    due_at: float | None
+    detail: str
+    error: dict[str, Any] | None = None
+    stored: bool = False  # already in the parking lot (parked by the check that decided it)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Never send this job as it is; keep it for an operator."""
+
+    reason: str
+    error_class: str
+    code: int | None
+    error: dict[str, Any] | None = None
+
+
+Outcome = Sent | Duplicate | AlreadyDead | Retry | Park | DeadLetter

@@ -1,0 +1,436 @@
+"""JourneySender: one journey step through every gate to Zalo and back. Knows nothing of Celery.
+
+    [order (numbered steps only; one Redis call: park while a lower step of the journey is due)]
+    begin (one Redis call: claim, pause / template / quota gates, rate slot, quota unit,
+           access token, journey token)
+      ─► journey token (reuse, or create exactly once) ─► send
+      ─► finish (one Redis call: settle quota, mark sent, record status, wake waiting steps)
+
+Two Redis round trips per sent message in steady state (three for a numbered step). Each failure
+becomes an Outcome chosen by `ErrorPolicy` from the error's action (`worker/zalo/error-codes.csv`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from worker import metrics
+from worker.clock import Clock, next_quota_reset
+from worker.errors import Action, ZaloError
+from worker.job import Job
+from worker.pipeline.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
+from worker.pipeline.policy import ErrorPolicy
+from worker.state.deadletters import DeadLetterStore
+from worker.state.idempotency import IdempotencyStore
+from worker.state.ordering import StepOrder
+from worker.state.parking import ParkingLot, ParkReason
+from worker.state.pauses import AccountState
+from worker.state.quota import QuotaStore
+from worker.state.step_gate import Begin, Started, StepGate, StepKeys
+from worker.state.step_status import StatusStore
+from worker.tokens.access import AccessGrant, AccessTokenManager
+from worker.tokens.journey import CachedToken, JourneyTokenStore, TokenRef
+from worker.zalo.client import ZaloClient
+from worker.zalo.models import Quota, SendResult
+
+log = logging.getLogger(__name__)
+
+#: A claim held elsewhere usually ends in well under a second (the holder finishes): look again
+#: soon, but never later than the claim's own expiry.
+BUSY_MIN_DELAY_S = 0.5
+BUSY_MAX_DELAY_S = 5.0
+#: Retry class of a step deferred while another step creates its journey token.
+TOKEN_WAIT = "token_wait"
+TOKEN_WAIT_DELAY_S = 0.5
+#: Retry classes that are waits, not failures: they do not count towards the retry cap.
+WAIT_CLASSES = frozenset({"busy", "throttled", TOKEN_WAIT})
+#: Pauses between attempts to record a send while Redis restarts: ~15 s in all, a tenth of the
+#: claim ttl that keeps a redelivery of the same step away meanwhile.
+SETTLE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: A step refused a rate-limit slot retries after its delay times 1 to 1 + this (`_throttled`).
+LIMITED_SPREAD = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Who is trying, and how many retries came before."""
+
+    task_id: str
+    retries: int = 0
+    #: Who holds the step's claim: unique per execution, not the task id. After a broker
+    #: connection loss the same task id can run twice at once (the message is redelivered while
+    #: the first run goes on); a claim owned by the task id would let one run release the
+    #: other's claim, and both would send.
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    probe: bool = False  # a canary for a paused account: may pass the pause gate
+    #: Come back later (Retry of class TOKEN_WAIT, nothing taken) instead of waiting while
+    #: another step creates the journey token: a bulk batch runs its other steps meanwhile.
+    defer_token_wait: bool = False
+    history: tuple[dict[str, Any], ...] = ()  # earlier attempts' errors, kept with the job
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The Redis-backed stores the sender writes outcomes to."""
+
+    idempotency: IdempotencyStore
+    quota: QuotaStore
+    accounts: AccountState
+    parking: ParkingLot
+    dead_letters: DeadLetterStore
+    journey_tokens: JourneyTokenStore
+    status: StatusStore
+    order: StepOrder
+
+
+class JourneySender:
+    """Sends journey steps; composed once per process from real collaborators."""
+
+    def __init__(
+        self,
+        *,
+        gate: StepGate,
+        stores: Stores,
+        access_tokens: AccessTokenManager,
+        policy: ErrorPolicy,
+        client: Callable[[], ZaloClient],
+        default_token_type: Callable[[str], str],
+        clock: Clock,
+        sleep: Callable[[float], None] = time.sleep,
+        on_wake: Callable[[str], object] | None = None,
+    ) -> None:
+        self._gate = gate
+        self._s = stores
+        self._access = access_tokens
+        self._policy = policy
+        self._client = client
+        self._token_type = default_token_type
+        self._clock = clock
+        self._sleep = sleep
+        #: Called with the account when a finished step woke waiting steps of its journey (the
+        #: worker re-enqueues them at once instead of at its next maintenance pass).
+        self.on_wake = on_wake
+
+    def process(self, job: Job, attempt: Attempt) -> Outcome:
+        """Run one step: order, begin, send, record."""
+        check = self._s.order.check(job, {"history": list(attempt.history)})
+        if check.parked is not None:
+            _count(job.account, check.parked)
+            return check.parked
+        ref = self._ref(job)
+        step = StepKeys(
+            job.account, job.idempotency_key, job.template_id, self._s.journey_tokens.key(ref)
+        )
+        try:
+            started = self._begin(step, attempt)
+        except ZaloError as exc:  # the first quota probe failed; nothing was taken
+            outcome = self._policy.decide(job.account, job.template_id, attempt.retries, exc)
+        else:
+            outcome = self._after_begin(job, ref, step, attempt, started)
+        self._record(job, attempt, outcome)
+        _count(job.account, outcome)
+        return outcome
+
+    def probe_quota(self, account: str, *, first: bool = False) -> int | None:
+        """Ask Zalo for the quota (free of charge) and fold it in; returns our counter.
+
+        `first`: the counter is unknown; concurrent first probes keep the first figure."""
+        quota = self._access.call(account, lambda grant: self._client().quota(grant.token))
+        if quota.remaining_quota is None:
+            return None
+        fold = self._s.quota.init if first else self._s.quota.set
+        return fold(account, quota.remaining_quota, quota.daily_quota)
+
+    # -- begin -----------------------------------------------------------------------------------
+
+    def _begin(self, step: StepKeys, attempt: Attempt) -> Started:
+        begin = functools.partial(
+            self._gate.begin,
+            step,
+            owner=attempt.owner,
+            probe=attempt.probe,
+            defer_token_wait=attempt.defer_token_wait,
+        )
+        started = begin()
+        if started.state is Begin.UNKNOWN:
+            self.probe_quota(step.account, first=True)
+            started = begin()
+        return started
+
+    def _after_begin(
+        self, job: Job, ref: TokenRef, step: StepKeys, attempt: Attempt, started: Started
+    ) -> Outcome:
+        state = started.state
+        if state is Begin.SENT:
+            metrics.DUPLICATES.labels(job.account).inc()
+            return Duplicate({**(started.result or {}), "status": "duplicate"})
+        if state is Begin.DEAD:
+            return AlreadyDead({**(started.result or {}), "status": "dead_lettered"})
+        if state in (Begin.BUSY, Begin.LIMITED, Begin.TOKEN_BUSY):
+            return _not_now(job.account, started)
+        if state is not Begin.OK:
+            return self._parked_by_gate(job, state)
+        try:
+            return self._send_started(job, ref, step, attempt, started)
+        except BaseException:
+            self._give_back(job, attempt)
+            raise
+
+    def _give_back(self, job: Job, attempt: Attempt) -> None:
+        """Nothing was sent: release the claim and the quota unit `begin` took."""
+        self._s.idempotency.release(job.account, job.idempotency_key, owner=attempt.owner)
+        self._s.quota.release(job.account, give_back=True)
+
+    def _parked_by_gate(self, job: Job, state: Begin) -> Outcome:
+        now = self._clock()
+        if state is Begin.PAUSED:
+            pause = self._s.accounts.status(job.account)
+            detail = pause.reason if pause else "account paused"
+            return Park(ParkReason.PAUSED, None, detail)
+        if state is Begin.TEMPLATE_BLOCKED:
+            return Park(ParkReason.TEMPLATE_QUOTA, next_quota_reset(now), "template daily limit")
+        return Park(ParkReason.QUOTA, next_quota_reset(now), "daily quota used up")
+
+    # -- send ------------------------------------------------------------------------------------
+
+    def _send_started(
+        self, job: Job, ref: TokenRef, step: StepKeys, attempt: Attempt, started: Started
+    ) -> Outcome:
+        # Our rate-limit slot, maybe a little ahead; None: taken just before the send.
+        slot_at = (
+            self._slot_time(started.delay_s, started.slot_at_s) if started.slot_taken else None
+        )
+        grant = self._access.from_stored(started.access_token, started.generation)
+        cached = self._s.journey_tokens.from_fields(started.journey)
+        try:
+            result, token = self._access.call(
+                job.account,
+                lambda g: self._send_renewing_token(job, ref, g, cached, slot_at),
+                first=grant,
+            )
+        except _NoSlot as refused:
+            self._give_back(job, attempt)
+            return _throttled(job.account, refused.delay_s)
+        except ZaloError as exc:
+            # Zalo surely did not send: give the unit back; outcome unknown: keep it spent.
+            self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
+            return self._policy.decide(job.account, job.template_id, attempt.retries, exc)
+        sent = self._result(job, token, result)
+        self._woke(job.account, self._settle_sent(step, job, attempt.owner, sent, result.quota))
+        return Sent(sent)
+
+    def _wait_for_slot(self, account: str, slot_at: float | None) -> None:
+        """The rate-limit slot is for the send itself: wait for it after any journey-token call.
+        A step that had no token stored takes its slot only now (`begin_step.lua`): a slot
+        taken before the get-token call would often have passed by the time of the send, and
+        such late sends bunch up above the rate."""
+        if slot_at is None:
+            slot = self._gate.slot(account)
+            if not slot.granted:
+                raise _NoSlot(slot.delay_s)
+            slot_at = self._slot_time(slot.delay_s, slot.at_s)
+        delay = slot_at - self._clock()
+        if delay > 0:
+            metrics.LIMITER_WAIT_SECONDS.labels(account).observe(delay)
+            self._sleep(delay)
+
+    def _slot_time(self, delay_s: float, at_s: float) -> float:
+        """When to send: at the slot's own time (Redis's clock, synchronised with ours), so
+        that a reply read late under load does not push the send later; never later than the
+        delay from now, never before now."""
+        now = self._clock()
+        latest = now + delay_s
+        return min(latest, max(at_s, now)) if at_s else latest
+
+    def _settle_sent(
+        self, step: StepKeys, job: Job, owner: str, sent: dict[str, Any], quota: Quota | None
+    ) -> int:
+        """Record a send Zalo accepted, riding out a Redis restart: giving up here would release
+        the claim and send the message again. If Redis stays away, the claim (held until its
+        ttl) still turns a redelivery away meanwhile; the step is reported sent either way.
+        Returns how many waiting steps of the journey were woken."""
+        for pause in (*SETTLE_PAUSES_S, None):
+            try:
+                return self._gate.finish_sent(step, job, owner=owner, result=sent, quota=quota)
+            except (redis.RedisError, OSError) as exc:
+                if pause is None:
+                    metrics.SENT_NOT_RECORDED.labels(step.account).inc()
+                    log.error("sent but not recorded: state Redis unreachable (%s)", exc)
+                    return 0
+                self._sleep(pause)
+        return 0
+
+    def _send_renewing_token(
+        self,
+        job: Job,
+        ref: TokenRef,
+        grant: AccessGrant,
+        cached: CachedToken | None,
+        slot_at: float | None,
+    ) -> tuple[SendResult, CachedToken]:
+        """Send; a rejected journey token is dropped and replaced once, inline (the second send
+        takes a slot of its own)."""
+        try:
+            return self._send_once(job, ref, grant, cached, slot_at)
+        except ZaloError as exc:
+            if exc.action is not Action.NEW_TOKEN_AND_RETRY_ONCE:
+                raise
+            log.info("journey token rejected (%s); creating a new one", exc.code)
+        return self._send_once(job, ref, grant, None, None)
+
+    def _send_once(
+        self,
+        job: Job,
+        ref: TokenRef,
+        grant: AccessGrant,
+        cached: CachedToken | None,
+        slot_at: float | None,
+    ) -> tuple[SendResult, CachedToken]:
+        client = self._client()
+        token = cached or self._s.journey_tokens.get_or_create(
+            ref,
+            lambda: client.get_journey_token(
+                grant.token, phone=job.phone, token_type=ref.token_type
+            ),
+            known_missing=True,  # `begin` read none (or Zalo just rejected it)
+        )
+        if token.created_now:
+            metrics.JOURNEY_TOKENS.labels(job.account).inc()
+        self._wait_for_slot(job.account, slot_at)
+        try:
+            with metrics.SEND_SECONDS.labels(job.account).time():
+                result = client.send_template(
+                    grant.token,
+                    token.token,
+                    phone=job.phone,
+                    template_id=job.template_id,
+                    template_data=job.template_data,
+                    tracking_id=job.tracking_id,
+                )
+        except ZaloError as exc:
+            if exc.action is Action.NEW_TOKEN_AND_RETRY_ONCE:
+                self._s.journey_tokens.drop(ref, token.journey_id)
+            raise
+        return result, token
+
+    def _result(self, job: Job, token: CachedToken, result: SendResult) -> dict[str, Any]:
+        return {
+            "status": "sent",
+            "msg_id": result.msg_id,
+            "sent_time": result.sent_time_ms,
+            "journey_id": token.journey_id,
+            "tracking_id": job.tracking_id,
+            "account": job.account,
+            "token_created": token.created_now,
+        }
+
+    def _ref(self, job: Job) -> TokenRef:
+        token_type = job.token_type or self._token_type(job.account)
+        return TokenRef(job.account, job.phone, job.journey, token_type)
+
+    # -- record ----------------------------------------------------------------------------------
+
+    def _record(self, job: Job, attempt: Attempt, outcome: Outcome) -> None:
+        """Persist the outcome, then finish the claim: a crash in between redoes, never loses.
+        (A send is recorded by `finish_sent` itself; begin gives back claims it did not keep.)"""
+        key, owner = job.idempotency_key, attempt.owner
+        error = outcome.error if isinstance(outcome, Retry | Park | DeadLetter) else None
+        history = [*attempt.history, *([error] if error else [])]
+        if isinstance(outcome, Sent) and attempt.probe:
+            self._resume_after_probe(job.account)
+        elif isinstance(outcome, DeadLetter):
+            self._s.dead_letters.add(
+                reason=outcome.reason,
+                error_class=outcome.error_class,
+                code=outcome.code,
+                kwargs=job.kwargs(),
+                account=job.account,
+                idempotency_key=key,
+                history=history,
+                task_id=owner,
+            )
+            result = {"status": "dead_lettered", "reason": outcome.reason, "code": outcome.code}
+            self._s.idempotency.mark_dead(job.account, key, owner=owner, result=result)
+            woken = self._s.status.mark_dead(job, reason=outcome.reason, code=outcome.code)
+            self._woke(job.account, woken)
+        elif isinstance(outcome, Park):
+            self._s.parking.park(
+                job.account,
+                reason=outcome.reason,
+                due_at=outcome.due_at,
+                kwargs=job.kwargs(),
+                meta={"history": history},
+                detail=outcome.detail,
+            )
+            self._s.status.mark_parked(job, reason=outcome.reason.value, due_at=outcome.due_at)
+            self._s.idempotency.release(job.account, key, owner=owner)
+        elif isinstance(outcome, Retry) and outcome.error.get("class") not in WAIT_CLASSES:
+            self._s.idempotency.release(job.account, key, owner=owner)
+
+    def _woke(self, account: str, woken: int) -> None:
+        if woken and self.on_wake is not None:
+            self.on_wake(account)
+
+    def _resume_after_probe(self, account: str) -> None:
+        if self._s.accounts.resume(account):
+            woken = self._s.parking.wake(account, {ParkReason.PAUSED})
+            log.warning(
+                "account %s resumed after a successful probe; %d jobs woken", account, woken
+            )
+
+
+class _NoSlot(Exception):
+    """No rate-limit slot within the maximum wait, for a step that takes its slot late."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"no rate-limit slot within the wait; next in {delay_s:.1f}s")
+        self.delay_s = delay_s
+
+
+def _not_now(account: str, started: Started) -> Retry:
+    """`begin` took nothing and the step must wait: claim held elsewhere, no rate-limit slot,
+    or (deferring) its journey token being created."""
+    if started.state is Begin.BUSY:
+        delay = min(max(started.delay_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S)
+        return _wait(delay, "busy", "another worker holds this job's claim")
+    if started.state is Begin.LIMITED:
+        return _throttled(account, started.delay_s)
+    return _wait(TOKEN_WAIT_DELAY_S, TOKEN_WAIT, "the journey token is being created")
+
+
+def _throttled(account: str, delay_s: float) -> Retry:
+    """A step refused a rate-limit slot comes back after its delay plus up to half as much
+    again: a backlog refused together would otherwise come back together, and the burst of
+    redeliveries (each a broker publish, a result write and a Lua call) jittered the send times
+    of the steps holding slots (the busiest second at 50/s in runs here: 56 with exact delays)."""
+    metrics.RATE_LIMITED.labels(account).inc()
+    spread = delay_s * random.uniform(1.0, 1.0 + LIMITED_SPREAD)  # noqa: S311 (not security)
+    return _wait(spread, "throttled", "global rate limit reached")
+
+
+def _wait(delay_s: float, kind: str, reason: str) -> Retry:
+    """A retry that is a wait (claim held elsewhere, rate limit), not a failure."""
+    return Retry(
+        delay_s=delay_s, reason=reason, error={"class": kind, "code": None, "message": reason}
+    )
+
+
+def _count(account: str, outcome: Outcome) -> None:
+    """One metric per outcome."""
+    if isinstance(outcome, Sent):
+        metrics.MESSAGES_SENT.labels(account).inc()
+    elif isinstance(outcome, Retry):
+        metrics.RETRIES.labels(account, str(outcome.error.get("class"))).inc()
+    elif isinstance(outcome, Park):
+        metrics.PARKED.labels(account, outcome.reason.value).inc()
+    elif isinstance(outcome, DeadLetter):
+        metrics.DEAD_LETTERS.labels(account, outcome.error_class).inc()

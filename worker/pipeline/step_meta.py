@@ -1,0 +1,92 @@
+"""The worker's own bookkeeping that travels with a step it publishes again, sealed so that no
+producer can write it.
+
+A step the worker publishes again (a retry, a parked step released, the canary of a paused
+account) carries `_meta` in its kwargs: its attempt history, and whether it is the canary
+(`probe`: may pass the pause gate, and its send resumes the account). Producers write kwargs too,
+so `_meta` counts only when it bears a seal: HMAC-SHA256 under a key kept in the state Redis
+(made once, by the first process that needs it), over the meta and the job it travels with. A
+forged or copied `_meta` (a producer's `{"probe": true}`, the canary's meta on another job) does
+not verify and is ignored: the step runs as a first attempt, which passes no gate it would not
+pass anyway. A copy onto the very same job is that job again, which its idempotency key
+deduplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.state.keys import Keys
+
+log = logging.getLogger(__name__)
+META_FIELD = "_meta"
+KEY_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class StepMeta:
+    """What only the worker decides about a step: earlier attempts, and whether it is a canary."""
+
+    history: tuple[dict[str, Any], ...] = ()
+    probe: bool = False
+
+    def with_error(self, error: dict[str, Any]) -> StepMeta:
+        """This meta with one more failed attempt (the probe flag does not carry over)."""
+        return StepMeta(history=(*self.history, error))
+
+
+class MetaSeal:
+    """Seals and opens `_meta` with a key shared by every worker through the state Redis."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._key_name = keys.meta_seal()
+        self._key: bytes | None = None
+        self._lock = threading.Lock()
+
+    def seal(self, meta: StepMeta, job_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`_meta` for a step published with `job_kwargs`."""
+        body = {"history": list(meta.history), "probe": meta.probe}
+        return {**body, "seal": self._mac(body, job_kwargs)}
+
+    def open(self, raw: object, job_kwargs: dict[str, Any]) -> StepMeta:
+        """The meta `raw` carries if this deployment sealed it for this job; else a first
+        attempt's (logged when something unsealed was offered)."""
+        if raw is None:
+            return StepMeta()
+        if isinstance(raw, dict) and isinstance(raw.get("seal"), str):
+            history, probe = raw.get("history"), raw.get("probe")
+            body = {"history": history, "probe": probe}
+            if (
+                isinstance(history, list)
+                and isinstance(probe, bool)
+                and all(isinstance(h, dict) for h in history)
+                and hmac.compare_digest(raw["seal"], self._mac(body, job_kwargs))
+            ):
+                return StepMeta(history=tuple(history), probe=probe)
+        log.warning("`%s` ignored: not sealed by this deployment for this job", META_FIELD)
+        return StepMeta()
+
+    def _mac(self, body: dict[str, Any], job_kwargs: dict[str, Any]) -> str:
+        text = json.dumps([body, job_kwargs], sort_keys=True, separators=(",", ":"), default=str)
+        return hmac.new(self._secret(), text.encode(), hashlib.sha256).hexdigest()
+
+    def _secret(self) -> bytes:
+        if self._key is None:
+            with self._lock:
+                if self._key is None:
+                    self._client.set(self._key_name, secrets.token_hex(KEY_BYTES), nx=True)
+                    stored = self._client.get(self._key_name)
+                    if not stored:
+                        raise redis.RedisError("the meta seal key vanished as it was made")
+                    self._key = str(stored).encode()
+        return self._key

@@ -1,0 +1,217 @@
+"""The hot path's Redis side: two round trips per sent message in steady state.
+
+`begin` (one Lua call, `begin_step.lua`): claim the idempotency key, pass the pause / template /
+quota gates, take a global rate-limit slot, reserve a quota unit, and read the access token and
+the journey token. `finish_sent` (one Lua call, `finish_sent.lua`): settle the quota unit with
+the figure Zalo reported, mark the job sent and record its status (`worker/status.py`: msg_id,
+sent time, journey id, indexes; the waiting higher steps of an ordered journey are woken). Each
+piece is the same Lua function the single stores use (`worker/state/lua/lib/`), so the
+guarantees are those of the stores, in fewer round trips.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from worker.clock import Clock, ms, next_quota_reset
+from worker.job import Job
+from worker.state.keys import Keys
+from worker.state.ratelimit import RateLimiter, Slot
+from worker.state.scripts import register
+from worker.state.step_status import step_identity
+from worker.zalo.models import Quota
+
+
+class Begin(StrEnum):
+    """What `begin` found."""
+
+    OK = "ok"  # claimed, slot and unit taken: send (after `delay_s`)
+    SENT = "sent"
+    DEAD = "dead"
+    BUSY = "busy"
+    PAUSED = "paused"
+    TEMPLATE_BLOCKED = "template_blocked"
+    UNKNOWN = "unknown"  # no quota counter yet: probe, then begin again
+    EXHAUSTED = "exhausted"
+    LIMITED = "limited"  # no rate slot within the allowed wait: reschedule after `delay_s`
+    TOKEN_BUSY = "token_busy"  # deferring, and another step is creating the journey token
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The answer of `begin`."""
+
+    state: Begin
+    delay_s: float = 0.0
+    #: False when no rate-limit slot was taken yet (no journey token stored): see `slot`.
+    slot_taken: bool = True
+    slot_at_s: float = 0.0  # the slot on Redis's clock (0: no limit, or none taken)
+    result: dict[str, Any] | None = None
+    access_token: str | None = None  # as stored (maybe sealed); None: not in Redis yet
+    generation: int = 0
+    journey: dict[str, str] | None = None  # token, journey_id, created_at_ms, expires_at_ms
+
+
+@dataclass(frozen=True, slots=True)
+class StepKeys:
+    """Which job, which journey token."""
+
+    account: str
+    idempotency_key: str
+    template_id: str
+    journey_token_key: str
+
+
+class StepGate:
+    """`begin` and `finish_sent` for one step."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        limiter: RateLimiter,
+        clock: Clock,
+        claim_ttl_s: float,
+        retention_s: float,
+        quota_floor: int,
+    ) -> None:
+        self._keys = keys
+        self._limiter = limiter
+        self._clock = clock
+        self._claim_ttl_ms = ms(claim_ttl_s)
+        self._retention_ms = ms(retention_s)
+        self._floor = quota_floor
+        self._begin = register(client, "begin_step")
+        self._finish = register(client, "finish_sent")
+        self._pool = client.connection_pool
+        self._local = threading.local()
+
+    def _own_client(self) -> redis.Redis:
+        """This thread's client on its own connection of the shared pool, for the two calls every
+        step makes: no pool checkout (lock, queue, readiness probe) per call."""
+        client: redis.Redis | None = getattr(self._local, "client", None)
+        if client is None:
+            client = redis.Redis(connection_pool=self._pool, single_connection_client=True)
+            self._local.client = client
+        return client
+
+    def begin(
+        self, step: StepKeys, *, owner: str, probe: bool, defer_token_wait: bool = False
+    ) -> Started:
+        """Claim, gates, rate slot, quota unit and token reads, atomically. `defer_token_wait`:
+        answer TOKEN_BUSY, taking nothing, if another step is creating the journey token."""
+        a = step.account
+        rate = self._limiter.params(a)
+        keys = [
+            self._keys.idempotency(a, step.idempotency_key),
+            self._keys.paused(a),
+            self._keys.quota(a),
+            self._keys.template_block(a, step.template_id),
+            self._keys.rate(a),
+            self._keys.cooloff(a),
+            self._keys.oauth(a),
+            step.journey_token_key,
+            Keys.lock_of(step.journey_token_key),
+        ]
+        args = [
+            owner,
+            self._claim_ttl_ms,
+            self._floor,
+            "1" if probe else "0",
+            rate.emission_us,
+            rate.tolerance_us,
+            self._limiter.max_wait_ms,
+            "1" if defer_token_wait else "0",
+        ]
+        reply = self._begin(keys=keys, args=args, client=self._own_client())
+        return _started([str(part) for part in reply])
+
+    def slot(self, account: str) -> Slot:
+        """A rate-limit slot for a step that `begin` gave none (its journey token was missing)."""
+        return self._limiter.slot(account)
+
+    def finish_sent(
+        self,
+        step: StepKeys,
+        job: Job,
+        *,
+        owner: str,
+        result: dict[str, Any],
+        quota: Quota | None,
+    ) -> int:
+        """Settle the quota unit (with Zalo's figure), mark the job sent and record its status;
+        returns how many steps of the journey that waited for this one were woken."""
+        now = self._clock()
+        msg_id = str(result.get("msg_id") or "")
+        keys = [
+            self._keys.idempotency(step.account, step.idempotency_key),
+            self._keys.quota(step.account),
+            *self._status_keys(job, msg_id),
+        ]
+        args = [
+            owner,
+            json.dumps(result, separators=(",", ":")),
+            self._retention_ms,
+            *_quota_args(quota, now),
+            *_status_args(job, result, msg_id, ms(now)),
+        ]
+        return int(self._finish(keys=keys, args=args, client=self._own_client())[3])
+
+    def _status_keys(self, job: Job, msg_id: str) -> list[str]:
+        a, k = job.account, self._keys
+        return [
+            k.status(a, job.idempotency_key),
+            k.status_by_msg(a, msg_id),
+            k.status_by_tracking(a, job.tracking_id),
+            k.early_delivery(a, msg_id),
+            k.journey_steps(a, job.phone, job.journey),
+            k.order_pending(a, job.phone, job.journey),
+            k.order_waiters(a, job.phone, job.journey),
+            k.parked(a),
+        ]
+
+
+def _quota_args(quota: Quota | None, now: float) -> list[str | int]:
+    """remainingQuota and dailyQuota as Zalo reported them ('' if not), the reset, now (ms)."""
+    remaining = "" if quota is None or quota.remaining_quota is None else quota.remaining_quota
+    daily = "" if quota is None or quota.daily_quota is None else quota.daily_quota
+    return [remaining, daily, ms(next_quota_reset(now)), ms(now)]
+
+
+def _status_args(job: Job, result: dict[str, Any], msg_id: str, now_ms: int) -> list[str | int]:
+    """What finish_sent.lua records in the step's status (ARGV[8..16])."""
+    key, number, tracking, journey, phone, template = step_identity(job)
+    sent_ms = result.get("sent_time") or now_ms
+    journey_id = result.get("journey_id") or ""
+    return [key, number, msg_id, sent_ms, journey_id, tracking, journey, phone, template]
+
+
+def _started(reply: list[str]) -> Started:
+    state = Begin(reply[0])
+    if state in (Begin.SENT, Begin.DEAD):
+        payload = reply[1] if len(reply) > 1 else ""
+        return Started(state, result=json.loads(payload) if payload else None)
+    if state in (Begin.BUSY, Begin.LIMITED):
+        return Started(state, delay_s=max(int(reply[1]), 0) / 1000)
+    if state is not Begin.OK:
+        return Started(state)
+    journey = dict(
+        zip(("token", "journey_id", "created_at_ms", "expires_at_ms"), reply[5:9], strict=True)
+    )
+    delay_ms = int(reply[2])
+    return Started(
+        state,
+        delay_s=max(delay_ms, 0) / 1000,
+        slot_taken=delay_ms >= 0,
+        slot_at_s=int(reply[9]) / 1000,
+        access_token=reply[3] or None,
+        generation=int(reply[4] or 0),
+        journey=journey if journey["token"] else None,
+    )
