@@ -48,7 +48,8 @@ def test_popped_messages_are_unacked_in_kombus_format_and_restore_unchanged(
     pop = register(client, "broker_pop_many", package="worker.messaging")
     reply = pop(keys=["unacked_index", "unacked", QUEUE], args=[3, "1700000000.5"])
     # Then 3 came out, oldest first, each registered as unacked, 2 left on the queue
-    assert reply[0::2] == oldest and reply[1::2] == [QUEUE] * 3
+    assert reply[0::3] == oldest and reply[1::3] == [QUEUE] * 3
+    assert sorted(reply[2::3]) == sorted(client.hkeys("unacked"))  # the tag each is acked by
     assert client.llen(QUEUE) == 2
     assert client.zcard("unacked_index") == 3 and client.hlen("unacked") == 3
     # And kombu's own restore (as after a worker's death) puts them back as they were (kombu
@@ -78,7 +79,7 @@ def test_a_pop_takes_no_more_than_asked_and_nothing_from_an_empty_queue(
     pop = register(client, "broker_pop_many", package="worker.messaging")
     assert pop(keys=["unacked_index", "unacked", QUEUE], args=[10, "1.0"]) == []
     _publish(redis_url, 4)
-    assert len(pop(keys=["unacked_index", "unacked", QUEUE], args=[2, "1.0"])) == 4
+    assert len(pop(keys=["unacked_index", "unacked", QUEUE], args=[2, "1.0"])) == 6
     assert client.llen(QUEUE) == 2
 
 
@@ -107,7 +108,7 @@ def test_a_pop_never_takes_a_message_it_cannot_read_and_stops_before_it(
     reply = pop(keys=["unacked_index", "unacked", QUEUE], args=[10, "1.0"])
     # Then the two before it are taken and registered, and it stays at the head of the queue
     # (for kombu's BRPOP, read in Python): a script error would have popped it with no home
-    assert len(reply) == 4 and client.hlen("unacked") == 2
+    assert len(reply) == 6 and client.hlen("unacked") == 2
     assert client.llen(QUEUE) == 2
     assert client.lindex(QUEUE, -1) == poison
 
@@ -148,3 +149,18 @@ def test_every_list_item_becomes_an_envelope_kombu_can_handle() -> None:
         assert base64.b64decode(wrapped["body"]) == raw
         if raw.startswith(b'{"properties": {"delivery_tag": "k"'):
             assert wrapped["properties"]["delivery_tag"] == "k"
+
+
+def test_an_item_the_batch_pop_registered_keeps_its_tag_whatever_python_makes_of_it() -> None:
+    # Given items the Lua pop took (cjson read them) and registered under their own tags: bytes
+    # that are not UTF-8 and a raw control character inside a string
+    head = b'{"properties": {"delivery_tag": "t-1", "delivery_info": {}}, "headers": '
+    for raw in (
+        head + b'{"x": "\xed\xa0\x80"}}',
+        head + b'{"x": "a\x01b"}}',
+        b'{"properties": {"delivery_tag": "t-1"}, "body": "!", "content-encoding": 5}',
+    ):
+        # When Python reads them
+        envelope = envelope_of(raw, "zns", tag="t-1")
+        # Then each keeps the tag its unacked entry has, so the ack removes that entry
+        assert envelope["properties"]["delivery_tag"] == "t-1"

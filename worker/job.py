@@ -25,8 +25,7 @@ from pydantic import (
 
 from worker.errors import InvalidJob
 from worker.phone import mask_phone, normalize_phone
-from worker.settings import DEFAULT_ACCOUNT, TokenType
-from worker.state.keys import ACCOUNT_NAME
+from worker.settings import ACCOUNT_NAME, DEFAULT_ACCOUNT, TokenType
 
 MAX_TRACKING_ID = 48  # Zalo's limit
 TRACKING_ID = re.compile(r"^[A-Za-z0-9_-]{1,48}$")  # "no special characters"
@@ -94,11 +93,6 @@ class Job(BaseModel):
             )
         return value
 
-    @property
-    def masked_phone(self) -> str:
-        """The phone as logs show it."""
-        return mask_phone(self.phone)
-
     def kwargs(self) -> dict[str, Any]:
         """The public task kwargs for this job (what a producer enqueues)."""
         return self.model_dump(exclude_none=True)
@@ -141,7 +135,7 @@ def parse_job(raw: object, *, default_key: str) -> Job:
     if unknown:
         raise InvalidJob(unknown)
     if not _utf8(raw):
-        raise InvalidJob("job holds text that is not valid UTF-8 (lone surrogates)")
+        raise InvalidJob(_not_utf8(raw))
     phone = normalize_phone(raw.get("phone"))
     fields = dict(raw)
     fields["phone"] = phone
@@ -172,6 +166,15 @@ def _utf8(value: object) -> bool:
     except (TypeError, ValueError, RecursionError):
         return _utf8_walk(value)
     return True
+
+
+def _not_utf8(raw: dict[Any, Any]) -> str:
+    """Which fields hold text that is not UTF-8 (names escaped: they may be the culprits)."""
+    where = [ascii(key) for key, value in raw.items() if not _utf8_walk(key) or not _utf8(value)]
+    return (
+        f"{', '.join(where)}: text that is not valid UTF-8 (a lone surrogate, e.g. an emoji "
+        "cut in half): Zalo takes UTF-8 JSON only"
+    )
 
 
 def _utf8_walk(value: object) -> bool:

@@ -27,17 +27,21 @@ REASON_HEADER = "x-zns-unreadable"
 CONTENT_FIELDS = ("content-type", "content-encoding")
 
 
-def envelope_of(item: bytes | str, queue: str) -> dict[str, Any]:
-    """The kombu envelope for a list item popped from `queue`: as sent, mended or wrapped."""
+def envelope_of(item: bytes | str, queue: str, *, tag: str | None = None) -> dict[str, Any]:
+    """The kombu envelope for a list item popped from `queue`: as sent, mended or wrapped.
+
+    `tag`: the delivery tag the batch pop registered the item under (the ack must name it), kept
+    whatever the item holds. The text is read as kombu reads it: bytes that are not UTF-8
+    replaced, control characters allowed inside strings."""
     raw = item if isinstance(item, bytes) else item.encode("utf-8", "surrogatepass")
     try:
-        payload = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return wrapped(raw, queue, "not a JSON broker envelope")
+        payload = json.loads(raw.decode("utf-8", "replace"), strict=False)
+    except (ValueError, RecursionError):
+        return wrapped(raw, queue, "not a JSON broker envelope", tag=tag)
     problem = _problem(payload)
     if problem:
-        return wrapped(raw, queue, problem, tag=_tag_of(payload))
-    _mend(payload, queue)
+        return wrapped(raw, queue, problem, tag=tag or _tag_of(payload))
+    _mend(payload, queue, tag)
     return payload  # type: ignore[no-any-return]  # checked to be a dict by `_problem`
 
 
@@ -91,10 +95,12 @@ def _tag_of(payload: Any) -> str | None:
     return tag if _storable(tag) else None
 
 
-def _mend(payload: dict[str, Any], queue: str) -> None:
+def _mend(payload: dict[str, Any], queue: str, tag: str | None) -> None:
     """Give a sound envelope a delivery tag and delivery info Redis and a restore can use."""
     props = payload["properties"]
-    if not _storable(props.get("delivery_tag")):
+    if tag is not None:
+        props["delivery_tag"] = tag
+    elif not _storable(props.get("delivery_tag")):
         props["delivery_tag"] = uuid.uuid4().hex
     info = props.get("delivery_info")
     if not (
