@@ -42,11 +42,11 @@ from kombu.exceptions import OperationalError
 from tasks import envelope
 from tasks.app import app, runtime
 from tasks.step import INFRA_RETRY_S, Again, dead_letter_invalid, publish_within_budget, run_step
+from worker.errors import ErrorClass
 from worker.job import masked_kwargs_repr
 from worker.messaging.celery_app import publish_batch, publish_step
 from worker.messaging.names import BATCH_TASK_NAME, QUEUE, TASK_NAME
 from worker.messaging.result_backend import ResultBackend
-from worker.pipeline.sender import TOKEN_WAIT
 
 log = logging.getLogger(__name__)
 #: What stops a publish while the broker restarts (kombu wraps most; redis-py and sockets not).
@@ -131,12 +131,13 @@ class _BatchRun:
             log.exception("a step failed in a batch; it goes out again alone")
             self._alone(step_id, kwargs, INFRA_RETRY_S, "failed")
             return False
-        if isinstance(result, Again) and result.kind == TOKEN_WAIT and defer_token_wait:
-            log.info("step %s deferred to the end of its batch: %s", step_id, result.reason)
-            return True
-        if isinstance(result, Again):
-            self._alone(step_id, result.kwargs(), result.countdown, "retried")
-            return False
+        match result:
+            case Again(kind=ErrorClass.TOKEN_WAIT) if defer_token_wait:
+                log.info("step %s deferred to the end of its batch: %s", step_id, result.reason)
+                return True
+            case Again():
+                self._alone(step_id, result.kwargs(), result.countdown, "retried")
+                return False
         self._results.append((step_id, result))
         self._counts[str(result.get("status"))] += 1
         runtime_s = time.perf_counter() - started

@@ -11,6 +11,7 @@ from vine import promise
 
 from tasks.app import runtime
 from tasks.envelope import envelope_problem
+from worker.errors import ErrorClass
 
 log = logging.getLogger(__name__)
 MAX_RAW_BODY = 65_536
@@ -33,7 +34,7 @@ def _store(reason: str, message: Any) -> bool:
     """Keep a malformed message; False when the store is unreachable (then it stays unacked)."""
     try:
         entry = runtime().dead_letters.add(
-            reason=reason, error_class="malformed_message", code=None, kwargs=_raw(message)
+            reason=reason, error_class=ErrorClass.MALFORMED_MESSAGE, code=None, kwargs=_raw(message)
         )
     except Exception:
         log.exception("could not dead-letter a malformed message; leaving it unacked")

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, assert_never
 
 import redis
 from celery import Task
@@ -17,12 +17,12 @@ from celery.exceptions import Reject
 
 from tasks.app import app, runtime
 from worker import metrics
-from worker.errors import InvalidJob
+from worker.errors import WAITS, ErrorClass, InvalidJob
 from worker.job import Job, parse_job
 from worker.logs import current_account
 from worker.messaging.names import QUEUE, TASK_NAME
 from worker.pipeline.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
-from worker.pipeline.sender import TOKEN_WAIT, WAIT_CLASSES, Attempt
+from worker.pipeline.sender import Attempt
 from worker.pipeline.step_meta import META_FIELD, StepMeta
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Again:
     meta: StepMeta
     countdown: float
     cause: BaseException | None = None
-    kind: str | None = None  # the retry's class (worker/pipeline/policy.py, `TOKEN_WAIT`, ...)
+    kind: ErrorClass | None = None  # why: a failure's class, or a wait (`WAITS`)
     reason: str = ""
 
     def kwargs(self) -> dict[str, Any]:
@@ -63,15 +63,16 @@ StepResult = dict[str, Any] | Again
     Request="tasks.request:MaskedRequest",
 )
 def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[type-arg]
-    """Send one journey step (kwargs only; see DESIGN §3)."""
+    """Send one journey step (kwargs only: the contract in docs/design.md)."""
     task_id = str(self.request.id)
     if args:
         kwargs.pop(META_FIELD, None)
         return dead_letter_invalid(task_id, "positional arguments are not accepted", args, kwargs)
-    result = run_step(task_id, kwargs)
-    if isinstance(result, Again):
-        _reschedule(self, result)
-    return result
+    match run_step(task_id, kwargs):
+        case Again() as again:
+            _reschedule(self, again)
+        case result:
+            return result
 
 
 def run_step(task_id: str, kwargs: dict[str, Any], *, defer_token_wait: bool = False) -> StepResult:
@@ -97,7 +98,7 @@ def _run(job: Job, meta: StepMeta, task_id: str, defer_token_wait: bool) -> Step
     history = meta.history
     attempt = Attempt(
         task_id=task_id,
-        retries=sum(1 for h in history if h.get("class") not in WAIT_CLASSES),
+        retries=sum(1 for h in history if h.get("class") not in WAITS),
         probe=meta.probe,
         history=history,
         defer_token_wait=defer_token_wait,
@@ -110,36 +111,39 @@ def _run(job: Job, meta: StepMeta, task_id: str, defer_token_wait: bool) -> Step
         # drops it (worker/messaging/result_backend.py) instead of leaving the message unsettled.
         log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
         return Again(job, StepMeta(history=history), INFRA_RETRY_S, cause=exc)
-    if isinstance(outcome, Retry):
-        kind = outcome.error.get("class")
-        if not (defer_token_wait and kind == TOKEN_WAIT):  # a deferral is not published
-            log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
-        return Again(
-            job, meta.with_error(outcome.error), outcome.delay_s, kind=kind,
-            reason=outcome.reason,
-        )  # fmt: skip
-    return _final(job, outcome)
+    return _result(job, meta, outcome, defer_token_wait)
 
 
-def _final(job: Job, outcome: Outcome) -> dict[str, Any]:
-    if isinstance(outcome, Sent | Duplicate | AlreadyDead):
-        return outcome.result
-    tracking_id = job.kwargs().get("tracking_id")
-    if isinstance(outcome, Park):
-        return {
-            "status": "parked",
-            "reason": outcome.reason.value,
-            "due_at": outcome.due_at,
-            "tracking_id": tracking_id,
-            "detail": outcome.detail[:300],
-        }
-    assert isinstance(outcome, DeadLetter)
-    return {
-        "status": "dead_lettered",
-        "reason": outcome.reason[:300],
-        "code": outcome.code,
-        "tracking_id": tracking_id,
-    }
+def _result(job: Job, meta: StepMeta, outcome: Outcome, defer_token_wait: bool) -> StepResult:
+    """The task result a producer reads, or when to run the step again."""
+    match outcome:
+        case Sent() | Duplicate() | AlreadyDead():
+            return outcome.result
+        case Retry():
+            kind = outcome.error_class
+            if not (defer_token_wait and kind is ErrorClass.TOKEN_WAIT):  # deferrals are quiet
+                log.info("retrying in %.1fs: %s", outcome.delay_s, outcome.reason)
+            return Again(
+                job, meta.with_error(outcome.error), outcome.delay_s, kind=kind,
+                reason=outcome.reason,
+            )  # fmt: skip
+        case Park():
+            return {
+                "status": "parked",
+                "reason": outcome.reason.value,
+                "due_at": outcome.due_at,
+                "tracking_id": job.tracking_id,
+                "detail": outcome.detail[:300],
+            }
+        case DeadLetter():
+            return {
+                "status": "dead_lettered",
+                "reason": outcome.reason[:300],
+                "code": outcome.code,
+                "tracking_id": job.tracking_id,
+            }
+        case _:
+            assert_never(outcome)
 
 
 def _reschedule(task: Task, again: Again) -> NoReturn:  # type: ignore[type-arg]
@@ -184,10 +188,10 @@ def dead_letter_invalid(
     """A job that can never be sent: keep it whole for an operator, never retry it."""
     payload = {"args": list(args), "kwargs": kwargs} if args else kwargs
     account = kwargs.get("account") if isinstance(kwargs.get("account"), str) else None
-    metrics.DEAD_LETTERS.labels(account or "-", "invalid_job").inc()
+    metrics.DEAD_LETTERS.labels(account or "-", ErrorClass.INVALID_JOB.value).inc()
     entry = runtime().dead_letters.add(
         reason=reason,
-        error_class="invalid_job",
+        error_class=ErrorClass.INVALID_JOB,
         code=None,
         kwargs=payload,
         account=account,

@@ -15,10 +15,12 @@ import redis
 from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
+from worker.job import parse_job
 from worker.messaging.names import BATCH_TASK_NAME, QUEUE
 from worker.ops.cli import EXIT_UNAVAILABLE, app
 from worker.runtime import Runtime
-from worker.state.parking import ParkReason
+from worker.state.step_gate import Begin, StepKeys
+from worker.status import ParkReason
 from zns_dev.sandbox.control import SandboxControl
 
 runner = CliRunner()
@@ -123,7 +125,11 @@ def test_dead_letters_list_replay_and_purge(
     invalid = runtime.dead_letters.add(
         reason="garbage", error_class="malformed_message", code=None, kwargs={"raw_body": "{x"}
     )
-    runtime.idempotency.claim("default", "dl-1", owner="t1")
+    # the job's claim, taken as the sender's `begin` does (once the quota is known), then its
+    # dead letter recorded as the sender's `_dead_letter` does
+    runtime.quota.set("default", 10, 10)
+    step = StepKeys("default", "dl-1", "9", "unused-jt-key")
+    assert runtime.sender._gate.begin(step, owner="t1", probe=False).state is Begin.OK
     runtime.idempotency.mark_dead("default", "dl-1", owner="t1", result={"status": "dead_lettered"})
     # When listed
     code, output = zns(env, "dead-letters", "list", "--json")
@@ -161,8 +167,12 @@ def test_replay_never_resends_a_job_that_was_sent(
         account="default",
         idempotency_key="sent-1",
     )
-    runtime.idempotency.claim("default", "sent-1", owner="t1")
-    runtime.idempotency.mark_sent("default", "sent-1", owner="t1", result={"status": "sent"})
+    # the job was claimed and sent, as the sender's `begin` and `finish_sent` record it
+    runtime.quota.set("default", 10, 10)
+    gate, step = runtime.sender._gate, StepKeys("default", "sent-1", "9", "unused-jt-key")
+    assert gate.begin(step, owner="t1", probe=False).state is Begin.OK
+    sent = parse_job(job, default_key="sent-1")
+    gate.finish_sent(step, sent, owner="t1", result={"status": "sent"}, quota=None)
     code, output = zns(env, "dead-letters", "replay", entry.id)
     assert code == 1 and "already sent" in output
     assert queued(redis_url) == 0

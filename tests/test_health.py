@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -36,3 +38,14 @@ def test_zns_check_exit_codes(tmp_path: Path, worker_env: dict[str, str]) -> Non
     result = runner.invoke(app, ["check", "--ready"], env=down)
     assert result.exit_code == 1 and "unreachable" in result.output
     assert runner.invoke(app, ["check"], env={**env, "ZNS_REDIS_URL": "x"}).exit_code == 2
+
+
+def test_the_probe_loads_no_sandbox_celery_or_stores() -> None:
+    # `zns check` runs every 30 s in every pod: its command line must not load the developer
+    # tools, Celery, the HTTP client or the state stores
+    code = "import sys, worker.ops.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    for heavy in ("aiohttp", "zns_dev", "celery", "httpx", "worker.runtime", "worker.state.keys"):
+        assert heavy not in loaded, heavy

@@ -58,8 +58,18 @@ def test_all_keys_of_one_account_share_one_slot_and_accounts_differ() -> None:
 @pytest.mark.parametrize(
     "script_keys",
     [
-        # reserve.lua
-        [KEYS.paused(ACCOUNT), KEYS.quota(ACCOUNT), KEYS.template_block(ACCOUNT, "t" * 300)],
+        # begin_step.lua (StepGate.begin): all nine of its KEYS
+        [
+            KEYS.idempotency(ACCOUNT, "k" * 300),
+            KEYS.paused(ACCOUNT),
+            KEYS.quota(ACCOUNT),
+            KEYS.template_block(ACCOUNT, "t" * 300),
+            KEYS.rate(ACCOUNT),
+            KEYS.cooloff(ACCOUNT),
+            KEYS.oauth(ACCOUNT),
+            KEYS.journey_token(ACCOUNT, "84987654321", "j" * 300, "token_logistics_30"),
+            KEYS.journey_token_lock(ACCOUNT, "84987654321", "j" * 300, "token_logistics_30"),
+        ],
         # park_claim_due.lua
         [KEYS.parked(ACCOUNT), KEYS.parked_jobs(ACCOUNT)],
         # a journey token and its single-flight lock

@@ -19,9 +19,9 @@ from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime
 from worker.state.keys import Keys
 from worker.state.ordering import StepOrder
-from worker.state.parking import ParkingLot, ParkReason
+from worker.state.parking import ParkingLot
 from worker.state.step_status import StatusStore
-from worker.status import StepState
+from worker.status import ParkReason, StepState
 from zns_dev.sandbox.control import SandboxControl
 
 ACCOUNT = "default"
@@ -58,7 +58,7 @@ def step(n: int | None, journey: str = "ORD-1", **extra: Any) -> Job:
 
 def test_a_job_without_step_never_touches_redis(order: StepOrder, client: redis.Redis) -> None:
     check = order.check(step(None), {})
-    assert check.parked is None and check.overdue_s == 0
+    assert check.parked is False and check.overdue_s == 0
     assert client.dbsize() == 0
 
 
@@ -71,10 +71,9 @@ def test_the_lowest_known_step_goes_and_a_higher_one_parks(
     # When step 3 is checked first
     check = order.check(s3, {"history": [{"code": -1}]})
     # Then it is parked (not waiting in a worker) until its maximum wait, behind step 1
-    assert isinstance(check.parked, Park) and check.parked.stored
-    assert check.parked.reason is ParkReason.ORDER
-    assert check.parked.due_at == pytest.approx(clock() + MAX_WAIT_S)
-    assert "waits for step 1" in check.parked.detail
+    assert check.parked
+    assert check.due_at == pytest.approx(clock() + MAX_WAIT_S)
+    assert "waits for step 1" in check.detail
     (parked,) = lot.entries(ACCOUNT)
     assert parked.reason is ParkReason.ORDER
     assert parked.kwargs == s3.kwargs()
@@ -84,26 +83,26 @@ def test_the_lowest_known_step_goes_and_a_higher_one_parks(
     assert recorded is not None and recorded.state == StepState.PARKED
     assert recorded.get("parked_reason") == "order"
     # And step 1 may go
-    assert order.check(s1, {}).parked is None
+    assert order.check(s1, {}).parked is False
 
 
 def test_steps_never_enqueued_are_not_waited_for(order: StepOrder) -> None:
     # A journey whose producer starts at step 2 (step 1 went out by another channel)
-    assert order.check(step(2), {}).parked is None
-    assert order.check(step(5), {}).parked is not None  # step 2 is now known and not finished
+    assert order.check(step(2), {}).parked is False
+    assert order.check(step(5), {}).parked is True  # step 2 is now known and not finished
 
 
 def test_a_step_first_seen_by_a_worker_holds_back_higher_steps(order: StepOrder) -> None:
     # Given step 1 enqueued with bare Celery (no producer record), seen by a worker first
-    assert order.check(step(1), {}).parked is None
+    assert order.check(step(1), {}).parked is False
     # Then step 2 waits for it
-    assert order.check(step(2), {}).parked is not None
+    assert order.check(step(2), {}).parked is True
 
 
 def test_equal_steps_and_other_journeys_do_not_wait(order: StepOrder, store: StatusStore) -> None:
     store.mark_enqueued([("a", step(2)), ("b", step(1, journey="ORD-2"))])
-    assert order.check(step(2), {}).parked is None
-    assert order.check(step(2, journey="ORD-3"), {}).parked is None
+    assert order.check(step(2), {}).parked is False
+    assert order.check(step(2, journey="ORD-3"), {}).parked is False
 
 
 def test_finishing_the_lower_step_wakes_the_waiters(
@@ -112,7 +111,7 @@ def test_finishing_the_lower_step_wakes_the_waiters(
     # Given step 2 parked behind step 1
     s1, s2 = step(1), step(2)
     store.mark_enqueued([("t1", s1), ("t2", s2)])
-    assert order.check(s2, {}).parked is not None
+    assert order.check(s2, {}).parked is True
     assert lot.lease_due(ACCOUNT, 10) == []
     # When step 1 is dead-lettered
     clock.advance(5)
@@ -120,7 +119,7 @@ def test_finishing_the_lower_step_wakes_the_waiters(
     # Then step 2 is due now, and goes when checked again
     (due,) = lot.lease_due(ACCOUNT, 10)
     assert due.kwargs["step"] == 2
-    assert order.check(s2, {}).parked is None
+    assert order.check(s2, {}).parked is False
 
 
 def test_after_the_maximum_wait_the_step_goes_anyway(
@@ -129,17 +128,17 @@ def test_after_the_maximum_wait_the_step_goes_anyway(
     # Given step 2 waiting for a step 1 that never finishes
     s1, s2 = step(1), step(2)
     store.mark_enqueued([("t1", s1), ("t2", s2)])
-    first = order.check(s2, {}).parked
-    assert first is not None
+    first = order.check(s2, {})
+    assert first.parked
     # When it is checked again before, then after its maximum wait (counted from its first wait)
     clock.advance(MAX_WAIT_S / 2)
-    again = order.check(s2, {}).parked
-    assert again is not None and again.due_at == first.due_at
+    again = order.check(s2, {})
+    assert again.parked and again.due_at == first.due_at
     overdue_before = metrics.ORDER_OVERDUE.labels(ACCOUNT)._value.get()
     clock.advance(MAX_WAIT_S / 2)
     late = order.check(s2, {})
     # Then it goes, counted and logged
-    assert late.parked is None
+    assert late.parked is False
     assert late.overdue_s == pytest.approx(MAX_WAIT_S)
     assert metrics.ORDER_OVERDUE.labels(ACCOUNT)._value.get() == overdue_before + 1
 
@@ -150,16 +149,16 @@ def test_each_wait_is_timed_from_its_own_start(
     # Given step 2 that waited once, then went when step 1 was dead-lettered
     s1, s2 = step(1), step(2)
     store.mark_enqueued([("t1", s1), ("t2", s2)])
-    assert order.check(s2, {}).parked is not None
+    assert order.check(s2, {}).parked is True
     store.mark_dead(s1, reason="bad template", code=-1124)
-    assert order.check(s2, {}).parked is None
+    assert order.check(s2, {}).parked is False
     # When, much later, step 1 is enqueued again (replayed) before step 2 was sent
     clock.advance(MAX_WAIT_S * 2)
     store.reopen(ACCOUNT, s1.idempotency_key)
     store.mark_enqueued([("t1b", s1)])
     # Then step 2 waits a full maximum wait again, not "overdue" at once
-    again = order.check(s2, {}).parked
-    assert again is not None and again.due_at == pytest.approx(clock() + MAX_WAIT_S)
+    again = order.check(s2, {})
+    assert again.parked and again.due_at == pytest.approx(clock() + MAX_WAIT_S)
 
 
 def test_a_sent_step_is_not_held_back(
@@ -168,7 +167,7 @@ def test_a_sent_step_is_not_held_back(
     s1, s2 = step(1), step(2)
     store.mark_enqueued([("t1", s1), ("t2", s2)])
     client.hset(keys.status(ACCOUNT, s2.idempotency_key), "state", "sent")  # sent earlier
-    assert order.check(s2, {}).parked is None
+    assert order.check(s2, {}).parked is False
 
 
 # -- through the sender (real sandbox, real Redis, no Celery) -----------------------------------

@@ -11,7 +11,8 @@ from tests.fakes import FakeClock
 from worker.clock import ms
 from worker.state.deadletters import DeadLetter, DeadLetterStore
 from worker.state.keys import Keys
-from worker.state.parking import ParkedJob, ParkingLot, ParkReason
+from worker.state.parking import ParkedJob, ParkingLot
+from worker.status import ParkReason
 
 ACCOUNT = "default"
 LEASE_S = 60.0

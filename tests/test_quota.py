@@ -1,14 +1,22 @@
-"""Quota gate against a real Redis: gates, atomic reserve under contention, observe/set, expiry."""
+"""Quota gate against a real Redis: the gates and the atomic reservation under contention, through
+`StepGate.begin` (what the hot path runs), settled by `release` or `StepGate.finish_sent`;
+observe/set, expiry, rebase."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 import redis
 
 from tests.fakes import FakeClock, run_in_threads
 from worker.clock import ms, next_quota_reset
+from worker.job import parse_job
 from worker.state.keys import Keys
-from worker.state.quota import Gate, QuotaStore, QuotaView
+from worker.state.quota import QuotaStore, QuotaView
+from worker.state.ratelimit import RateLimiter
+from worker.state.step_gate import Begin, StepGate, StepKeys
+from worker.zalo.models import Quota
 
 ACCOUNT = "default"
 TEMPLATE = "tpl-1"
@@ -19,6 +27,45 @@ def quota(client: redis.Redis, keys: Keys, clock: FakeClock) -> QuotaStore:
     return QuotaStore(client, keys, clock=clock)
 
 
+def make_gate(client: redis.Redis, keys: Keys, clock: FakeClock, floor: int = 0) -> StepGate:
+    """The hot path's gate (no rate limit), keeping `floor` quota units back."""
+    limiter = RateLimiter(client, keys, accounts=lambda _: None, max_wait_s=1)
+    return StepGate(
+        client,
+        keys,
+        limiter=limiter,
+        clock=clock,
+        claim_ttl_s=30,
+        retention_s=3600,
+        quota_floor=floor,
+    )
+
+
+@pytest.fixture
+def gate(client: redis.Redis, keys: Keys, clock: FakeClock) -> StepGate:
+    return make_gate(client, keys, clock)
+
+
+def step(account: str = ACCOUNT, template: str = TEMPLATE) -> StepKeys:
+    """A job never seen before: only the gates can stop it."""
+    return StepKeys(account, uuid.uuid4().hex, template, "unused-jt-key")
+
+
+def reserve(
+    gate: StepGate, account: str = ACCOUNT, template: str = TEMPLATE, *, probe: bool = False
+) -> Begin:
+    """Pass the gates and take one unit, as a send's `begin` does (for a fresh job)."""
+    return gate.begin(step(account, template), owner="task", probe=probe).state
+
+
+def send(gate: StepGate, keys: StepKeys, reported: int) -> None:
+    """A send Zalo accepted, `reported` units left: `finish_sent` as the sender calls it."""
+    raw = {"phone": "84987654321", "template_id": keys.template_id, "template_data": {"a": 1}}
+    job = parse_job({**raw, "idempotency_key": keys.idempotency_key}, default_key="unused")
+    figure = Quota.model_validate({"remainingQuota": reported, "dailyQuota": 1000})
+    gate.finish_sent(keys, job, owner="task", result={"msg_id": "m"}, quota=figure)
+
+
 def remaining(quota: QuotaStore) -> int | None:
     return quota.view(ACCOUNT).remaining
 
@@ -26,98 +73,107 @@ def remaining(quota: QuotaStore) -> int | None:
 # --- the gates --------------------------------------------------------------------------------
 
 
-def test_unknown_quota_is_not_guessed(quota: QuotaStore) -> None:
+def test_unknown_quota_is_not_guessed(
+    quota: QuotaStore, gate: StepGate, client: redis.Redis, keys: Keys
+) -> None:
     # No figure from Zalo yet: the caller must probe, not send blind
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.UNKNOWN
+    job = step()
+    assert gate.begin(job, owner="task", probe=False).state is Begin.UNKNOWN
     assert remaining(quota) is None
+    # and the claim is given back, so the job may begin again after the probe
+    assert not client.exists(keys.idempotency(ACCOUNT, job.idempotency_key))
 
 
-def test_reserve_takes_one_unit(quota: QuotaStore) -> None:
+def test_reserve_takes_one_unit(quota: QuotaStore, gate: StepGate) -> None:
     quota.set(ACCOUNT, 3, 500)
 
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    assert reserve(gate) is Begin.OK
 
     assert remaining(quota) == 2
 
 
-def test_exhausted_at_zero_and_nothing_is_taken(quota: QuotaStore) -> None:
+def test_exhausted_at_zero_and_nothing_is_taken(quota: QuotaStore, gate: StepGate) -> None:
     # Given one unit left
     quota.set(ACCOUNT, 1, 500)
     # When two sends ask
-    first = quota.reserve(ACCOUNT, TEMPLATE)
-    second = quota.reserve(ACCOUNT, TEMPLATE)
+    first = reserve(gate)
+    second = reserve(gate)
     # Then one passes and the other is told the quota is used up; the counter never goes negative
-    assert (first, second) == (Gate.OK, Gate.EXHAUSTED)
+    assert (first, second) == (Begin.OK, Begin.EXHAUSTED)
     assert remaining(quota) == 0
 
 
-def test_reserve_floor_keeps_units_back(client: redis.Redis, keys: Keys, clock: FakeClock) -> None:
+def test_reserve_floor_keeps_units_back(
+    quota: QuotaStore, gate: StepGate, client: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
     # Given a worker for low-priority work that must leave 2 units for others
-    low_priority = QuotaStore(client, keys, clock=clock, reserve_floor=2)
-    low_priority.set(ACCOUNT, 4, 500)
+    low_priority = make_gate(client, keys, clock, floor=2)
+    quota.set(ACCOUNT, 4, 500)
     # When it reserves until refused
-    gates = [low_priority.reserve(ACCOUNT, TEMPLATE) for _ in range(4)]
+    gates = [reserve(low_priority) for _ in range(4)]
     # Then it stops with the floor still in the counter
-    assert gates == [Gate.OK, Gate.OK, Gate.EXHAUSTED, Gate.EXHAUSTED]
-    assert low_priority.view(ACCOUNT).remaining == 2
+    assert gates == [Begin.OK, Begin.OK, Begin.EXHAUSTED, Begin.EXHAUSTED]
+    assert remaining(quota) == 2
     # And a worker without a floor may still use them
-    assert QuotaStore(client, keys, clock=clock).reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    assert reserve(gate) is Begin.OK
 
 
 def test_paused_account_is_gated_before_quota(
-    quota: QuotaStore, client: redis.Redis, keys: Keys
+    quota: QuotaStore, client: redis.Redis, keys: Keys, gate: StepGate
 ) -> None:
     # Given a paused account with quota left
     quota.set(ACCOUNT, 10, 500)
     client.hset(keys.paused(ACCOUNT), mapping={"reason": "OA suspended", "since_ms": "1"})
     # Then a normal send is refused without taking a unit
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.PAUSED
+    assert reserve(gate) is Begin.PAUSED
     assert remaining(quota) == 10
     # But the one probe send may pass the pause gate (and takes a unit like any send)
-    assert quota.reserve(ACCOUNT, TEMPLATE, probe=True) is Gate.OK
+    assert reserve(gate, probe=True) is Begin.OK
     assert remaining(quota) == 9
 
 
 def test_paused_wins_over_every_other_gate(
-    quota: QuotaStore, client: redis.Redis, keys: Keys
+    quota: QuotaStore, client: redis.Redis, keys: Keys, gate: StepGate
 ) -> None:
     quota.block_template(ACCOUNT, TEMPLATE)
     client.hset(keys.paused(ACCOUNT), "reason", "x")
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.PAUSED  # no quota known, template blocked
+    assert reserve(gate) is Begin.PAUSED  # no quota known, template blocked
 
 
-def test_blocked_template_is_gated_but_others_pass(quota: QuotaStore) -> None:
+def test_blocked_template_is_gated_but_others_pass(quota: QuotaStore, gate: StepGate) -> None:
     # Given a template that hit its daily limit (-147)
     quota.set(ACCOUNT, 10, 500)
     quota.block_template(ACCOUNT, TEMPLATE)
     # Then that template is refused without taking a unit; another template still sends
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.TEMPLATE_BLOCKED
+    assert reserve(gate) is Begin.TEMPLATE_BLOCKED
     assert remaining(quota) == 10
-    assert quota.reserve(ACCOUNT, "tpl-2") is Gate.OK
+    assert reserve(gate, template="tpl-2") is Begin.OK
     assert remaining(quota) == 9
 
 
-def test_blocked_template_is_gated_even_for_a_probe(quota: QuotaStore) -> None:
+def test_blocked_template_is_gated_even_for_a_probe(quota: QuotaStore, gate: StepGate) -> None:
     quota.set(ACCOUNT, 10, 500)
     quota.block_template(ACCOUNT, TEMPLATE)
-    assert quota.reserve(ACCOUNT, TEMPLATE, probe=True) is Gate.TEMPLATE_BLOCKED
+    assert reserve(gate, probe=True) is Begin.TEMPLATE_BLOCKED
 
 
-def test_quota_is_per_account(quota: QuotaStore) -> None:
+def test_quota_is_per_account(quota: QuotaStore, gate: StepGate) -> None:
     quota.set(ACCOUNT, 0, 500)
     quota.set("other-oa", 5, 500)
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.EXHAUSTED
-    assert quota.reserve("other-oa", TEMPLATE) is Gate.OK
+    assert reserve(gate) is Begin.EXHAUSTED
+    assert reserve(gate, "other-oa") is Begin.OK
 
 
-def test_two_hundred_concurrent_reserves_never_exceed_the_quota(quota: QuotaStore) -> None:
+def test_two_hundred_concurrent_reserves_never_exceed_the_quota(
+    quota: QuotaStore, gate: StepGate
+) -> None:
     # Given 50 units left and 200 sends racing on 200 threads
     quota.set(ACCOUNT, 50, 500)
     # When they all reserve at once
-    gates = run_in_threads(200, lambda _: quota.reserve(ACCOUNT, TEMPLATE))
+    gates = run_in_threads(200, lambda _: reserve(gate))
     # Then exactly 50 go ahead, the rest are told to park, and the counter is at zero
-    assert gates.count(Gate.OK) == 50
-    assert gates.count(Gate.EXHAUSTED) == 150
+    assert gates.count(Begin.OK) == 50
+    assert gates.count(Begin.EXHAUSTED) == 150
     assert remaining(quota) == 0
 
 
@@ -146,14 +202,14 @@ def test_observe_seeds_an_unknown_counter(quota: QuotaStore) -> None:
     assert quota.view(ACCOUNT).daily is None
 
 
-def test_set_raises_the_counter(quota: QuotaStore) -> None:
+def test_set_raises_the_counter(quota: QuotaStore, gate: StepGate) -> None:
     # Given an exhausted account
     quota.exhaust(ACCOUNT)
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.EXHAUSTED
+    assert reserve(gate) is Begin.EXHAUSTED
     # When a probe finds Zalo reset the quota early
     assert quota.set(ACCOUNT, 500, 500) == 500
     # Then sending resumes
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    assert reserve(gate) is Begin.OK
 
 
 def test_view_reports_daily_and_update_time(quota: QuotaStore, clock: FakeClock) -> None:
@@ -168,10 +224,10 @@ def test_view_of_an_unknown_account_is_empty(quota: QuotaStore) -> None:
     assert quota.view(ACCOUNT) == QuotaView(remaining=None, daily=None, updated_at_ms=None)
 
 
-def test_release_gives_a_unit_back(quota: QuotaStore) -> None:
+def test_release_gives_a_unit_back(quota: QuotaStore, gate: StepGate) -> None:
     # Given a reserved unit for a send Zalo surely did not make (connect error)
     quota.set(ACCOUNT, 5, 500)
-    quota.reserve(ACCOUNT, TEMPLATE)
+    reserve(gate)
     # When it is released
     quota.release(ACCOUNT)
     # Then the counter is back where it was
@@ -179,17 +235,17 @@ def test_release_gives_a_unit_back(quota: QuotaStore) -> None:
 
 
 def test_release_does_nothing_when_the_counter_is_gone(
-    quota: QuotaStore, client: redis.Redis, keys: Keys
+    quota: QuotaStore, client: redis.Redis, keys: Keys, gate: StepGate
 ) -> None:
     # Given the counter expired (the quota reset) between reserve and release
     quota.set(ACCOUNT, 5, 500)
-    quota.reserve(ACCOUNT, TEMPLATE)
+    reserve(gate)
     client.delete(keys.quota(ACCOUNT))
     # When the unit is released
     quota.release(ACCOUNT)
     # Then no counter of 1 is invented (that would let one blind send through)
     assert not client.exists(keys.quota(ACCOUNT))
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.UNKNOWN
+    assert reserve(gate) is Begin.UNKNOWN
 
 
 # --- expiry at the assumed reset --------------------------------------------------------------
@@ -217,10 +273,10 @@ def test_counter_expires_at_the_next_reset_of_the_injected_clock(
 
 
 def test_reserve_does_not_change_the_expiry(
-    quota: QuotaStore, client: redis.Redis, keys: Keys, clock: FakeClock
+    quota: QuotaStore, client: redis.Redis, keys: Keys, clock: FakeClock, gate: StepGate
 ) -> None:
     quota.set(ACCOUNT, 10, 500)
-    quota.reserve(ACCOUNT, TEMPLATE)
+    reserve(gate)
     quota.release(ACCOUNT)
     assert expire_time_ms(client, keys.quota(ACCOUNT)) == ms(next_quota_reset(clock()))
 
@@ -242,31 +298,34 @@ def test_a_counter_set_at_a_past_reset_is_gone_at_once(client: redis.Redis, keys
     assert not client.exists(keys.quota(ACCOUNT))
 
 
-def test_answers_out_of_order_do_not_drift_the_counter(quota: QuotaStore) -> None:
+def test_answers_out_of_order_do_not_drift_the_counter(quota: QuotaStore, gate: StepGate) -> None:
     # Given 1000 left and two sends in flight (A then B reach Zalo in that order)
     quota.init(ACCOUNT, 1000, 1000)
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    a, b = step(), step()
+    assert gate.begin(a, owner="task", probe=False).state is Begin.OK
+    assert gate.begin(b, owner="task", probe=False).state is Begin.OK
     # When B's answer (Zalo: 998 left) arrives before A's (Zalo: 999 left)
-    quota.observe(ACCOUNT, 998, 1000)
-    quota.observe(ACCOUNT, 999, 1000)
+    send(gate, b, 998)
+    send(gate, a, 999)
     # Then the counter is exact and nothing is left in flight
     view = quota.view(ACCOUNT)
     assert (view.remaining, view.inflight) == (998, 0)
 
 
-def test_probe_after_exhaustion_discounts_sends_in_flight(quota: QuotaStore) -> None:
+def test_probe_after_exhaustion_discounts_sends_in_flight(
+    quota: QuotaStore, gate: StepGate
+) -> None:
     quota.init(ACCOUNT, 3, 3)
     for _ in range(3):
-        assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+        assert reserve(gate) is Begin.OK
     # Zalo has not counted the three sends in flight yet and still says 3
     assert quota.set(ACCOUNT, 3, 3) == 0
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.EXHAUSTED
+    assert reserve(gate) is Begin.EXHAUSTED
 
 
-def test_concurrent_first_probes_keep_reservations(quota: QuotaStore) -> None:
+def test_concurrent_first_probes_keep_reservations(quota: QuotaStore, gate: StepGate) -> None:
     quota.init(ACCOUNT, 100, 100)
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.OK
+    assert reserve(gate) is Begin.OK
     assert quota.init(ACCOUNT, 100, 100) == 99  # a late first probe does not undo the reservation
 
 
@@ -299,18 +358,18 @@ def test_without_a_held_daily_figure_the_events_previous_one_is_used(
     assert quota.rebase(ACCOUNT, 900) == 400  # nothing to measure the change by
 
 
-def test_a_lowered_daily_quota_never_goes_below_zero(quota: QuotaStore) -> None:
+def test_a_lowered_daily_quota_never_goes_below_zero(quota: QuotaStore, gate: StepGate) -> None:
     quota.set(ACCOUNT, 100, 1000)  # 900 used
     assert quota.rebase(ACCOUNT, 500, prev_daily=1000) == 0
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.EXHAUSTED
+    assert reserve(gate) is Begin.EXHAUSTED
 
 
 def test_without_a_counter_only_the_daily_figure_is_kept(
-    quota: QuotaStore, client: redis.Redis, keys: Keys, clock: FakeClock
+    quota: QuotaStore, client: redis.Redis, keys: Keys, clock: FakeClock, gate: StepGate
 ) -> None:
     assert quota.rebase(ACCOUNT, 500, prev_daily=1000) is None
     view = quota.view(ACCOUNT)
     assert (view.remaining, view.daily) == (None, 500)
-    assert quota.reserve(ACCOUNT, TEMPLATE) is Gate.UNKNOWN  # the next probe sets the counter
+    assert reserve(gate) is Begin.UNKNOWN  # the next probe sets the counter
     assert client.pttl(keys.quota(ACCOUNT)) > 0
     assert int(client.pexpiretime(keys.quota(ACCOUNT))) == ms(next_quota_reset(clock()))

@@ -19,7 +19,8 @@ from worker.pipeline.outcomes import DeadLetter, Duplicate, Park, Retry, Sent
 from worker.pipeline.policy import NIGHT_DAYTIME_RETRY_S
 from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime
-from worker.state.parking import ParkReason
+from worker.state.step_gate import Begin, StepKeys
+from worker.status import ParkReason
 from worker.tokens.access import ACCESS_ROUNDS
 from zns_dev.sandbox.control import SandboxControl
 
@@ -201,7 +202,11 @@ def test_paused_account_parks_and_a_successful_probe_resumes_it(
 
 def test_a_live_claim_is_not_stolen(runtime: Runtime, control: SandboxControl) -> None:
     job = make_job()
-    runtime.idempotency.claim("default", job.idempotency_key, owner="someone-alive")
+    # another execution holds the claim (taken by `begin`, which keeps it once the quota is known)
+    runtime.quota.set("default", 10, 10)
+    step = StepKeys(job.account, job.idempotency_key, job.template_id, "unused-jt-key")
+    held = runtime.sender._gate.begin(step, owner="someone-alive", probe=False)
+    assert held.state is Begin.OK
     outcome = runtime.sender.process(job, attempt())
     assert isinstance(outcome, Retry)
     assert outcome.delay_s <= 5
@@ -271,7 +276,10 @@ def test_two_runs_of_one_task_never_free_each_others_claim(
     # while the first run goes on), the first run holding the claim
     job = make_job()
     first = Attempt(task_id="task-1")
-    runtime.idempotency.claim(job.account, job.idempotency_key, owner=first.owner)
+    runtime.quota.set("default", 10, 10)  # `begin` keeps a claim only once the quota is known
+    step = StepKeys(job.account, job.idempotency_key, job.template_id, "unused-jt-key")
+    held = runtime.sender._gate.begin(step, owner=first.owner, probe=False)
+    assert held.state is Begin.OK
     # When the second run meets the claim, then gives up on the step (a transient failure)
     second = Attempt(task_id="task-1")
     outcome = runtime.sender.process(job, second)

@@ -37,7 +37,8 @@ from enum import StrEnum
 
 
 class ErrorClass(StrEnum):
-    """The `class` column of the error-code table, plus the classes of non-code failures."""
+    """Why an attempt did not send: the `class` column of the error-code table, the classes of
+    failures without a code, and the waits (`WAITS`), which are not failures."""
 
     SUCCESS = "success"
     TRANSIENT = "transient"
@@ -53,6 +54,15 @@ class ErrorClass(StrEnum):
     RATE_LIMITED = "rate_limited"
     OAUTH = "oauth"
     UNKNOWN = "unknown"
+    INVALID_JOB = "invalid_job"  # the kwargs break the contract: dead letter, never retried
+    MALFORMED_MESSAGE = "malformed_message"  # not a task message Celery can run
+    BUSY = "busy"  # another execution holds the step's claim
+    THROTTLED = "throttled"  # no global rate-limit slot within the wait
+    TOKEN_WAIT = "token_wait"  # another step is creating the journey token
+
+
+#: Retry classes that are waits, not failures: they do not count towards the retry budget.
+WAITS = frozenset({ErrorClass.BUSY, ErrorClass.THROTTLED, ErrorClass.TOKEN_WAIT})
 
 
 class Action(StrEnum):

@@ -71,10 +71,8 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         + settings.http.write_timeout_s
         + settings.http.read_timeout_s
     )
-    idempotency = IdempotencyStore(
-        client, keys, claim_ttl_s=p.claim_ttl_s, retention_s=p.idempotency_retention_s
-    )
-    quota = QuotaStore(client, keys, clock=clock, reserve_floor=p.quota_reserve)
+    idempotency = IdempotencyStore(client, keys, retention_s=p.idempotency_retention_s)
+    quota = QuotaStore(client, keys, clock=clock)
     accounts = AccountState(client, keys, clock=clock)
     parking = ParkingLot(client, keys, clock=clock, lease_s=p.park_lease_s)
     cipher = TokenCipher(settings.token_encryption_keys)

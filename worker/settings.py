@@ -5,6 +5,8 @@ Loaded once by `load_settings()` at start and passed down; no other module reads
 
 from __future__ import annotations
 
+import re
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -12,7 +14,6 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
-from worker.ops.health import DEFAULT_HEALTH_FILE
 
 TokenType = Literal[
     "token_logistics_7", "token_logistics_30", "token_coach_bus_7", "token_coach_bus_30"
@@ -26,6 +27,10 @@ TOKEN_TYPES: tuple[TokenType, ...] = (
 DEFAULT_TOKEN_TYPE: TokenType = "token_logistics_7"  # Zalo's own default for get-token
 
 DEFAULT_ACCOUNT = "default"
+#: An account's name: part of every Redis key of its own.
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: The heartbeat file a worker keeps fresh and `zns check` reads (worker/ops/health.py).
+DEFAULT_HEALTH_FILE = Path(tempfile.gettempdir()) / "zns-worker-health.json"
 ENV_PREFIX = "ZNS_"
 NESTED_DELIMITER = "__"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -136,8 +141,7 @@ class AccountSettings(BaseModel):
     rate_per_s: float | None = Field(default=None, gt=0)  # sends/s across every pod; None: no cap
     rate_burst: int = Field(default=1, ge=1)  # sends allowed back to back above the rate
     #: Slots are spaced for rate_per_s x (1 - this): sends reach Zalo a little after their slot,
-    #: and that jitter must not push any second above rate_per_s (measured here at 50/s over 3
-    #: processes: busiest second 55-56 with no headroom, 54-55 with 5%).
+    #: and that jitter must not push any second above rate_per_s (docs/performance.md).
     rate_headroom: float = Field(default=DEFAULT_RATE_HEADROOM, ge=0, lt=0.5)
 
 

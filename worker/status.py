@@ -15,6 +15,17 @@ from typing import Any
 INT_FIELDS = frozenset({"step", "dead_code"})
 
 
+class ParkReason(StrEnum):
+    """Why a job waits."""
+
+    QUOTA = "quota"  # the OA's daily quota is used up
+    TEMPLATE_QUOTA = "template_quota"  # this template's daily limit (-147)
+    NIGHT = "night"  # -133: no sending 22:00-06:00
+    PAUSED = "paused"  # the account needs a human
+    BUSY = "busy"  # another worker holds the job's claim
+    ORDER = "order"  # a lower step of the same journey is not sent yet (worker/state/ordering.py)
+
+
 class StepState(StrEnum):
     """Where a step is in its life (a state only moves forward)."""
 

@@ -25,7 +25,7 @@ app.conf.update(
     worker_send_task_events=settings.celery.task_events,
 )
 #: One client for every thread, its pool sized to the threads (what one does after the first
-#: "pool timeout" errors): the design DESIGN.md measured collapsing under contention.
+#: "pool timeout" errors): the design docs/performance.md measured collapsing under contention.
 _threads = settings.celery.concurrency
 CLIENT = httpx.Client(
     timeout=10.0,

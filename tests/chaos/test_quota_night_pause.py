@@ -15,7 +15,7 @@ from tests.chaos.harness import Chaos, Step, make_steps
 from tests.chaos.report import Row
 from tests.support import wait_until
 from worker.ops.actions import release_parked, resume_account
-from worker.state.parking import ParkReason
+from worker.status import ParkReason
 from zns_dev.sandbox.config import SandboxConfig
 
 ACCOUNT = "default"

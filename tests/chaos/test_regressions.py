@@ -2,7 +2,7 @@
 
 Each is `xfail(strict=True)` until its fix lands: then it passes, strict xfail turns that into a
 failure, and the mark is removed. The evidence and the proposed fix are in docs/reliability.md
-("Bugs found by the chaos suite").
+("Known failure modes and their guards").
 """
 
 from __future__ import annotations

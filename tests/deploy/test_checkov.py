@@ -26,7 +26,7 @@ SKIPPED = {
     # The example overlay cannot know the digest of an image not yet built: a real overlay sets
     # `images[].digest`. Tags are still fixed versions (tests/deploy/test_policy.py).
     "CKV_K8S_43": "image digest",
-    # Settings are read from the environment (pydantic-settings, DESIGN §3); the Secrets reach
+    # Settings are read from the environment (pydantic-settings, docs/design.md); the Secrets reach
     # it as env vars, never in the manifests. Files would need a `secrets_dir` in Settings.
     "CKV_K8S_35": "secrets as environment variables",
 }

@@ -23,7 +23,7 @@ from worker.pipeline.outcomes import Duplicate, Sent
 from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.state.parking import ParkReason
+from worker.status import ParkReason
 from zns_dev.sandbox.control import SandboxControl
 from zns_dev.sandbox.records import OddShape
 

@@ -18,7 +18,7 @@ from worker.ops.health import HealthFile
 from worker.producer import Producer
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.state.parking import ParkReason
+from worker.status import ParkReason
 from zns_dev.sandbox.control import SandboxControl
 
 

@@ -131,16 +131,15 @@ class Channel(kombu_redis.Channel):
         with self.conn_or_acquire() as client:
             if self._pop_many is None:
                 self._pop_many = register(client, "broker_pop_many", package="worker.messaging")
-            reply = self._pop_many(
-                keys=[self.unacked_index_key, self.unacked_key, *queues],
-                args=[count, repr(time.time())],
-                client=client,
+            keys, args = pop_many_args(
+                self.unacked_index_key, self.unacked_key, queues, want=count, now=time.time()
             )
+            reply = self._pop_many(keys=keys, args=args, client=client)
         self.registering_done = True
         try:
-            for raw, key in zip(reply[::2], reply[1::2], strict=True):
+            for raw, key, tag in zip(reply[::3], reply[1::3], reply[2::3], strict=True):
                 queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
-                self.connection._deliver(envelope_of(raw, queue), queue)
+                self.connection._deliver(envelope_of(raw, queue, tag=bytes_to_str(tag)), queue)
         finally:
             self.registering_done = False
 
@@ -155,3 +154,11 @@ def transport_for(broker_url: str) -> str | None:
     """Our transport for a Redis broker URL; None (kombu picks by scheme) for anything else."""
     scheme = broker_url.partition("://")[0]
     return TRANSPORT if scheme in ("redis", "rediss") else None
+
+
+def pop_many_args(
+    unacked_index: str, unacked_bodies: str, queues: list[str], *, want: int, now: float
+) -> tuple[list[str], list[int | str]]:
+    """broker_pop_many.lua's KEYS and ARGV: the queues in the order kombu polls them; `now` is
+    kombu's index score (seconds, float, passed as its repr)."""
+    return [unacked_index, unacked_bodies, *queues], [want, repr(now)]

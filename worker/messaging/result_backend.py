@@ -105,24 +105,24 @@ class ResultBackend(RedisBackend):
         # One attempt here, not kombu's `ensure` (it would retry for ~20 s; with no retries it is
         # only a costly wrapper): `store_result` owns retrying.
         metrics.RESULT_ROUND_TRIPS.inc()
-        self._script_for(self.client)(
-            keys=[self._key(task_id)], args=self._args(task_id, result, state, traceback, request)
-        )
+        keys, args = self._keys_args(task_id, result, state, traceback, request)
+        self._script_for(self.client)(keys=keys, args=args)
         return result
 
     def _store_pipelined(self, results: Sequence[tuple[str, Any]]) -> None:
         script = self._script_for(self.client)
         calls = [
-            (script, [self._key(task_id)], self._args(task_id, result, states.SUCCESS))
+            (script, *self._keys_args(task_id, result, states.SUCCESS))
             for task_id, result in results
         ]
         metrics.RESULT_ROUND_TRIPS.inc()
         run_pipelined(self.client, calls)
 
-    def _args(
+    def _keys_args(
         self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None
-    ) -> list[Any]:
-        """store_result.lua's arguments: the meta as Celery encodes it, and its expiry."""
+    ) -> tuple[list[str], list[Any]]:
+        """store_result.lua's KEYS and ARGV: the meta as Celery encodes it, and its expiry."""
+        key = self._key(task_id)
         meta: dict[str, Any] = self._get_result_meta(  # type: ignore[attr-defined]  # not stubbed
             result=result, state=state, traceback=traceback, request=request
         )
@@ -133,7 +133,7 @@ class ResultBackend(RedisBackend):
                 "value too large for Redis backend", state=state, task_id=task_id
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        return [value, int(expires or 0)]
+        return store_result_args(key, meta_json=value, expires_s=int(expires or 0))
 
     def _key(self, task_id: str) -> str:
         return bytes_to_str(self.get_key_for_task(task_id))
@@ -142,6 +142,13 @@ class ResultBackend(RedisBackend):
         if self._script is None:
             self._script = register(client, "store_result", package="worker.messaging")
         return self._script
+
+
+def store_result_args(
+    result_key: str, *, meta_json: str | bytes, expires_s: int
+) -> tuple[list[str], list[Any]]:
+    """store_result.lua's KEYS and ARGV (expires_s 0: no expiry)."""
+    return [result_key], [meta_json, expires_s]
 
 
 def _dropped(task_id: str, state: str, exc: BaseException, result: Any) -> Any:

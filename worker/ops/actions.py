@@ -8,7 +8,7 @@ from worker.errors import InvalidJob
 from worker.job import parse_job
 from worker.ops.maintenance import Maintenance
 from worker.runtime import Runtime
-from worker.state.parking import ParkReason
+from worker.status import ParkReason
 
 
 def _publisher(rt: Runtime) -> Maintenance:

@@ -14,12 +14,9 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import kombu.exceptions
-import redis
 import typer
-from kombu.utils.url import maybe_sanitize_url
 from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -29,12 +26,13 @@ from worker.errors import ConfigError, InvalidJob, ZnsError
 from worker.messaging.names import QUEUE
 from worker.ops.flower import flower_command
 from worker.ops.health import HealthFile, Verdict
-from worker.ops.journey_report import JourneyReport, journey_report
 from worker.phone import normalize_phone
-from worker.runtime import Runtime, build_runtime
 from worker.settings import DEFAULT_ACCOUNT, Settings, load_settings
-from worker.state.parking import ParkReason
-from worker.status import Lookup, StepStatus
+from worker.status import Lookup, ParkReason, StepStatus
+
+if TYPE_CHECKING:  # the commands import what they use: `zns check` (every probe) loads little
+    from worker.ops.journey_report import JourneyReport
+    from worker.runtime import Runtime
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
@@ -69,6 +67,8 @@ def _settings() -> Settings:
 
 
 def _runtime() -> Runtime:
+    from worker.runtime import build_runtime  # noqa: PLC0415 (the stores, the sender, httpx)
+
     return build_runtime(_settings())
 
 
@@ -669,6 +669,8 @@ def journey_show(
         err.print(f"[red]bad phone:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     rt = _runtime()
+    from worker.ops.journey_report import journey_report  # noqa: PLC0415
+
     report = journey_report(
         rt.journey_tokens,
         rt.status,
@@ -789,17 +791,28 @@ def main() -> None:
     """Console-script entry point: one line and exit 3 when a service is unreachable."""
     try:
         app()
-    except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
-        print(f"zns: {_unreachable(exc)}", file=sys.stderr)
+    except Exception as exc:
+        unreachable = _unreachable(exc)
+        if unreachable is None:
+            raise
+        print(f"zns: {unreachable}", file=sys.stderr)
         sys.exit(EXIT_UNAVAILABLE)
 
 
-def _unreachable(exc: BaseException) -> str:
-    """Which service, at which address (no password), and why: in one line."""
+def _unreachable(exc: BaseException) -> str | None:
+    """Which service cannot be reached, at which address (no password), and why: one line;
+    None when `exc` is not about reaching Redis or the broker."""
+    import kombu.exceptions  # noqa: PLC0415 (only on this path)
+    import redis  # noqa: PLC0415
+    from kombu.utils.url import maybe_sanitize_url  # noqa: PLC0415
+
     settings = load_settings()
-    service, url = "state Redis", settings.redis_url
     if isinstance(exc, kombu.exceptions.OperationalError):
         service, url = "broker", settings.effective_broker_url
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        service, url = "state Redis", settings.redis_url
+    else:
+        return None
     reason = " ".join(str(exc).split())[:200]
     return f"{service} at {maybe_sanitize_url(url)} cannot be reached: {reason}"
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_HEALTH_FILE = Path(tempfile.gettempdir()) / "zns-worker-health.json"
+from worker.settings import DEFAULT_HEALTH_FILE
+
 KINDS = ("consumer_at", "maintenance_at")
 
 

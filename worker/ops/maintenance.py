@@ -13,7 +13,8 @@ from worker.errors import ZnsError
 from worker.pipeline.step_meta import META_FIELD, MetaSeal, StepMeta
 from worker.runtime import Runtime
 from worker.state.locks import Lock
-from worker.state.parking import ParkedJob, ParkReason
+from worker.state.parking import ParkedJob
+from worker.status import ParkReason
 
 log = logging.getLogger(__name__)
 

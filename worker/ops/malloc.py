@@ -2,9 +2,9 @@
 
 Each HTTP response is read with `recv(65536)`: a 64 KiB buffer, shrunk to the bytes received.
 Below glibc's mmap threshold these buffers come from the heap, and with 200 threads reading at
-once they leave it fragmented: in `zns bench` a worker's RSS kept rising (141 -> 170 MB over
-15,000 steps). With a fixed 64 KiB threshold they are mapped and unmapped whole instead (126 ->
-144 MB, same throughput). Not glibc (musl, macOS): nothing to do.
+once they leave it fragmented: in `zns bench` a worker's RSS keeps rising. With a fixed 64 KiB
+threshold they are mapped and unmapped whole instead (figures in docs/performance.md). Not glibc
+(musl, macOS): nothing to do.
 """
 
 from __future__ import annotations

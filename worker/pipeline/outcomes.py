@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from worker.state.parking import ParkReason
+from worker.errors import ErrorClass
+from worker.status import ParkReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,12 @@ class Retry:
 
     delay_s: float
     reason: str
-    error: dict[str, Any]
+    error: dict[str, Any]  # the attempt history's entry: {"class": ErrorClass, "code", "message"}
+
+    @property
+    def error_class(self) -> ErrorClass:
+        """Why: a failure, or a wait (`WAITS`)."""
+        return ErrorClass(self.error["class"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,7 @@ class DeadLetter:
     """Never send this job as it is; keep it for an operator."""
 
     reason: str
-    error_class: str
+    error_class: ErrorClass
     code: int | None
     error: dict[str, Any] | None = None
 

@@ -20,10 +20,10 @@ from worker.clock import Clock, next_quota_reset, night_hours_resume_at
 from worker.errors import Action, ZaloError, ZaloRateLimited
 from worker.pipeline.outcomes import DeadLetter, Outcome, Park, Retry
 from worker.pipeline.retry import RetryPolicy, compute_backoff
-from worker.state.parking import ParkReason
 from worker.state.pauses import AccountState
 from worker.state.quota import QuotaStore
 from worker.state.ratelimit import RateLimiter
+from worker.status import ParkReason
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ErrorPolicy:
             return Park(ParkReason.NIGHT, until, str(exc), info)
         if action in RETRY_ACTIONS or action is Action.RETRY_THEN_DEAD_LETTER:
             return self._retry_or_give_up(account, retries, exc, info)
-        return DeadLetter(str(exc), exc.error_class.value, exc.code, info)
+        return DeadLetter(str(exc), exc.error_class, exc.code, info)
 
     def _retry_or_give_up(
         self, account: str, retries: int, exc: ZaloError, info: dict[str, Any]
@@ -91,7 +91,7 @@ class ErrorPolicy:
         cap = self._retry.max_unknown_retries if unknown else self._retry.max_transient_retries
         if retries >= cap:
             reason = f"gave up after {retries + 1} attempts: {exc}"
-            return DeadLetter(reason, exc.error_class.value, exc.code, info)
+            return DeadLetter(reason, exc.error_class, exc.code, info)
         delay = compute_backoff(
             retries, base_s=self._retry.base_delay_s, max_s=self._retry.max_delay_s
         )

@@ -19,24 +19,25 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import redis
 
 from worker import metrics
 from worker.clock import Clock, next_quota_reset
-from worker.errors import Action, ZaloError
+from worker.errors import WAITS, Action, ErrorClass, ZaloError
 from worker.job import Job
 from worker.pipeline.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
 from worker.pipeline.policy import ErrorPolicy
 from worker.state.deadletters import DeadLetterStore
 from worker.state.idempotency import IdempotencyStore
 from worker.state.ordering import StepOrder
-from worker.state.parking import ParkingLot, ParkReason
+from worker.state.parking import ParkingLot
 from worker.state.pauses import AccountState
 from worker.state.quota import QuotaStore
 from worker.state.step_gate import Begin, Started, StepGate, StepKeys
 from worker.state.step_status import StatusStore
+from worker.status import ParkReason
 from worker.tokens.access import AccessGrant, AccessTokenManager
 from worker.tokens.journey import CachedToken, JourneyTokenStore, TokenRef
 from worker.zalo.client import ZaloClient
@@ -48,11 +49,8 @@ log = logging.getLogger(__name__)
 #: soon, but never later than the claim's own expiry.
 BUSY_MIN_DELAY_S = 0.5
 BUSY_MAX_DELAY_S = 5.0
-#: Retry class of a step deferred while another step creates its journey token.
-TOKEN_WAIT = "token_wait"
+#: A step deferred while another step creates its journey token looks again after this.
 TOKEN_WAIT_DELAY_S = 0.5
-#: Retry classes that are waits, not failures: they do not count towards the retry cap.
-WAIT_CLASSES = frozenset({"busy", "throttled", TOKEN_WAIT})
 #: Pauses between attempts to record a send while Redis restarts: ~15 s in all, a tenth of the
 #: claim ttl that keeps a redelivery of the same step away meanwhile.
 SETTLE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -72,7 +70,7 @@ class Attempt:
     #: other's claim, and both would send.
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     probe: bool = False  # a canary for a paused account: may pass the pause gate
-    #: Come back later (Retry of class TOKEN_WAIT, nothing taken) instead of waiting while
+    #: Come back later (a Retry of class TOKEN_WAIT, nothing taken) instead of waiting while
     #: another step creates the journey token: a bulk batch runs its other steps meanwhile.
     defer_token_wait: bool = False
     history: tuple[dict[str, Any], ...] = ()  # earlier attempts' errors, kept with the job
@@ -123,9 +121,10 @@ class JourneySender:
     def process(self, job: Job, attempt: Attempt) -> Outcome:
         """Run one step: order, begin, send, record."""
         check = self._s.order.check(job, {"history": list(attempt.history)})
-        if check.parked is not None:
-            _count(job.account, check.parked)
-            return check.parked
+        if check.parked:
+            parked = Park(ParkReason.ORDER, check.due_at, check.detail, stored=True)
+            _count(job.account, parked)
+            return parked
         ref = self._ref(job)
         step = StepKeys(
             job.account, job.idempotency_key, job.template_id, self._s.journey_tokens.key(ref)
@@ -343,38 +342,47 @@ class JourneySender:
         """Persist the outcome, then finish the claim: a crash in between redoes, never loses.
         (A send is recorded by `finish_sent` itself; begin gives back claims it did not keep.)"""
         key, owner = job.idempotency_key, attempt.owner
-        error = outcome.error if isinstance(outcome, Retry | Park | DeadLetter) else None
-        history = [*attempt.history, *([error] if error else [])]
-        if isinstance(outcome, Sent) and attempt.probe:
-            self._resume_after_probe(job.account)
-        elif isinstance(outcome, DeadLetter):
-            self._s.dead_letters.add(
-                reason=outcome.reason,
-                error_class=outcome.error_class,
-                code=outcome.code,
-                kwargs=job.kwargs(),
-                account=job.account,
-                idempotency_key=key,
-                history=history,
-                task_id=owner,
-            )
-            result = {"status": "dead_lettered", "reason": outcome.reason, "code": outcome.code}
-            self._s.idempotency.mark_dead(job.account, key, owner=owner, result=result)
-            woken = self._s.status.mark_dead(job, reason=outcome.reason, code=outcome.code)
-            self._woke(job.account, woken)
-        elif isinstance(outcome, Park):
-            self._s.parking.park(
-                job.account,
-                reason=outcome.reason,
-                due_at=outcome.due_at,
-                kwargs=job.kwargs(),
-                meta={"history": history},
-                detail=outcome.detail,
-            )
-            self._s.status.mark_parked(job, reason=outcome.reason.value, due_at=outcome.due_at)
-            self._s.idempotency.release(job.account, key, owner=owner)
-        elif isinstance(outcome, Retry) and outcome.error.get("class") not in WAIT_CLASSES:
-            self._s.idempotency.release(job.account, key, owner=owner)
+        match outcome:
+            case Sent() if attempt.probe:
+                self._resume_after_probe(job.account)
+            case DeadLetter():
+                self._dead_letter(job, attempt, outcome)
+            case Park():
+                history = [*attempt.history, *_entry(outcome.error)]
+                self._s.parking.park(
+                    job.account,
+                    reason=outcome.reason,
+                    due_at=outcome.due_at,
+                    kwargs=job.kwargs(),
+                    meta={"history": history},
+                    detail=outcome.detail,
+                )
+                self._s.status.mark_parked(job, reason=outcome.reason.value, due_at=outcome.due_at)
+                self._s.idempotency.release(job.account, key, owner=owner)
+            case Retry() if outcome.error_class not in WAITS:
+                self._s.idempotency.release(job.account, key, owner=owner)
+            case Sent() | Duplicate() | AlreadyDead() | Retry():
+                pass  # recorded by `finish_sent`, earlier, or a wait that keeps nothing
+            case _:
+                assert_never(outcome)
+
+    def _dead_letter(self, job: Job, attempt: Attempt, outcome: DeadLetter) -> None:
+        """Keep the job for an operator (under the Celery task id), then settle its claim."""
+        key = job.idempotency_key
+        self._s.dead_letters.add(
+            reason=outcome.reason,
+            error_class=outcome.error_class,
+            code=outcome.code,
+            kwargs=job.kwargs(),
+            account=job.account,
+            idempotency_key=key,
+            history=[*attempt.history, *_entry(outcome.error)],
+            task_id=attempt.task_id,
+        )
+        result = {"status": "dead_lettered", "reason": outcome.reason, "code": outcome.code}
+        self._s.idempotency.mark_dead(job.account, key, owner=attempt.owner, result=result)
+        woken = self._s.status.mark_dead(job, reason=outcome.reason, code=outcome.code)
+        self._woke(job.account, woken)
 
     def _woke(self, account: str, woken: int) -> None:
         if woken and self.on_wake is not None:
@@ -401,36 +409,46 @@ def _not_now(account: str, started: Started) -> Retry:
     or (deferring) its journey token being created."""
     if started.state is Begin.BUSY:
         delay = min(max(started.delay_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S)
-        return _wait(delay, "busy", "another worker holds this job's claim")
+        return _wait(delay, ErrorClass.BUSY, "another worker holds this job's claim")
     if started.state is Begin.LIMITED:
         return _throttled(account, started.delay_s)
-    return _wait(TOKEN_WAIT_DELAY_S, TOKEN_WAIT, "the journey token is being created")
+    return _wait(TOKEN_WAIT_DELAY_S, ErrorClass.TOKEN_WAIT, "the journey token is being created")
 
 
 def _throttled(account: str, delay_s: float) -> Retry:
     """A step refused a rate-limit slot comes back after its delay plus up to half as much
     again: a backlog refused together would otherwise come back together, and the burst of
-    redeliveries (each a broker publish, a result write and a Lua call) jittered the send times
-    of the steps holding slots (the busiest second at 50/s in runs here: 56 with exact delays)."""
+    redeliveries (each a broker publish, a result write and a Lua call) jitters the send times
+    of the steps holding slots (docs/performance.md, rate limit)."""
     metrics.RATE_LIMITED.labels(account).inc()
     spread = delay_s * random.uniform(1.0, 1.0 + LIMITED_SPREAD)  # noqa: S311 (not security)
-    return _wait(spread, "throttled", "global rate limit reached")
+    return _wait(spread, ErrorClass.THROTTLED, "global rate limit reached")
 
 
-def _wait(delay_s: float, kind: str, reason: str) -> Retry:
+def _wait(delay_s: float, kind: ErrorClass, reason: str) -> Retry:
     """A retry that is a wait (claim held elsewhere, rate limit), not a failure."""
     return Retry(
         delay_s=delay_s, reason=reason, error={"class": kind, "code": None, "message": reason}
     )
 
 
+def _entry(error: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The attempt history's entry for an outcome's error, if it has one."""
+    return [error] if error else []
+
+
 def _count(account: str, outcome: Outcome) -> None:
     """One metric per outcome."""
-    if isinstance(outcome, Sent):
-        metrics.MESSAGES_SENT.labels(account).inc()
-    elif isinstance(outcome, Retry):
-        metrics.RETRIES.labels(account, str(outcome.error.get("class"))).inc()
-    elif isinstance(outcome, Park):
-        metrics.PARKED.labels(account, outcome.reason.value).inc()
-    elif isinstance(outcome, DeadLetter):
-        metrics.DEAD_LETTERS.labels(account, outcome.error_class).inc()
+    match outcome:
+        case Sent():
+            metrics.MESSAGES_SENT.labels(account).inc()
+        case Retry():
+            metrics.RETRIES.labels(account, outcome.error_class.value).inc()
+        case Park():
+            metrics.PARKED.labels(account, outcome.reason.value).inc()
+        case DeadLetter():
+            metrics.DEAD_LETTERS.labels(account, outcome.error_class.value).inc()
+        case Duplicate() | AlreadyDead():
+            pass  # counted where they are found (`DUPLICATES`), or not at all
+        case _:
+            assert_never(outcome)

@@ -7,9 +7,9 @@ and the design runs unchanged on Redis Cluster. Dead letters are global and shar
 from __future__ import annotations
 
 import hashlib
-import re
 
-ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+from worker.settings import ACCOUNT_NAME
+
 #: Producer-supplied parts longer than this are hashed so keys stay short and bounded.
 MAX_RAW_PART = 100
 

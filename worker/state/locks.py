@@ -39,8 +39,10 @@ class Lock:
 
     def release(self) -> bool:
         """Release if still held by us (an expired lock taken by another is left alone)."""
-        return bool(self._unlock(keys=[self._key], args=[self._token]))
+        keys, args = unlock_args(self._key, self._token)
+        return bool(self._unlock(keys=keys, args=args))
 
-    def held_by_anyone(self) -> bool:
-        """Whether some process holds the lock now."""
-        return bool(self._client.exists(self._key))
+
+def unlock_args(lock_key: str, holder: str) -> tuple[list[str], list[str]]:
+    """unlock.lua's KEYS and ARGV."""
+    return [lock_key], [holder]

@@ -26,11 +26,11 @@ import redis
 from worker import metrics
 from worker.clock import Clock, ms
 from worker.job import Job
-from worker.pipeline.outcomes import Park
 from worker.state.keys import Keys
-from worker.state.parking import ParkedJob, ParkReason
+from worker.state.parking import ParkedJob
 from worker.state.scripts import register
 from worker.state.step_status import step_identity
+from worker.status import ParkReason
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,11 @@ _DUE_FIELD = '"due_at":'
 
 @dataclass(frozen=True, slots=True)
 class OrderCheck:
-    """What the check found: go, or parked until `due_at` behind `lower_step`."""
+    """What the check found: go, or parked (already, by the check) until `due_at`."""
 
-    parked: Park | None = None
+    parked: bool = False
+    due_at: float | None = None
+    detail: str = ""
     overdue_s: float = 0.0  # > 0: sent although a lower step is still pending
 
 
@@ -68,20 +70,15 @@ class StepOrder:
         """Go, or park the job (meta: what the parked job carries, e.g. its history)."""
         if job.step is None:
             return OrderCheck()
-        parked = self._parked_job(job, meta)
-        head, tail = _split_due(parked.to_json())
-        a = job.account
-        keys = [
-            self._keys.order_pending(a, job.phone, job.journey),
-            self._keys.status(a, job.idempotency_key),
-            self._keys.journey_steps(a, job.phone, job.journey),
-            self._keys.order_waiters(a, job.phone, job.journey),
-            self._keys.parked(a),
-            self._keys.parked_jobs(a),
-        ]
-        now_ms = ms(self._clock())
-        args = [job.step, now_ms, self._max_wait_ms, self._retention_ms, parked.parking_id, head]
-        reply = self._wait(keys=keys, args=[*args, tail, *step_identity(job)])
+        keys, args = order_wait_args(
+            self._keys,
+            job,
+            self._parked_job(job, meta),
+            now_ms=ms(self._clock()),
+            retention_ms=self._retention_ms,
+            max_wait_ms=self._max_wait_ms,
+        )
+        reply = self._wait(keys=keys, args=args)
         return _verdict(job, [str(part) for part in reply])
 
     def _parked_job(self, job: Job, meta: dict[str, Any]) -> ParkedJob:
@@ -95,6 +92,34 @@ class StepOrder:
             meta=meta,
             detail=f"waiting for a lower step than {job.step}",
         )
+
+
+def order_wait_args(
+    keys: Keys, job: Job, parked: ParkedJob, *, now_ms: int, retention_ms: int, max_wait_ms: int
+) -> tuple[list[str], list[str | int]]:
+    """order_wait.lua's KEYS and ARGV for a numbered step (the identity carries its number),
+    and the job it parks if it must wait."""
+    a = job.account
+    job_head, job_tail = _split_due(parked.to_json())
+    return (
+        [
+            keys.order_pending(a, job.phone, job.journey),  # order_pending
+            keys.status(a, job.idempotency_key),  # status_hash
+            keys.journey_steps(a, job.phone, job.journey),  # journey_steps
+            keys.order_waiters(a, job.phone, job.journey),  # order_waiters
+            keys.parked(a),  # parked
+            keys.parked_jobs(a),  # parked_jobs
+        ],
+        [
+            *step_identity(job),
+            now_ms,
+            retention_ms,
+            max_wait_ms,
+            parked.parking_id,
+            job_head,
+            job_tail,
+        ],
+    )
 
 
 def _split_due(text: str) -> tuple[str, str]:
@@ -120,4 +145,4 @@ def _verdict(job: Job, reply: list[str]) -> OrderCheck:
         return OrderCheck(overdue_s=waited_s)
     due_at = int(reply[1]) / 1000
     detail = f"step {job.step} waits for step {lower} of its journey"
-    return OrderCheck(parked=Park(ParkReason.ORDER, due_at, detail, stored=True))
+    return OrderCheck(parked=True, due_at=due_at, detail=detail)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import redis
@@ -21,19 +20,9 @@ import redis
 from worker.clock import Clock, ms
 from worker.state.keys import Keys
 from worker.state.scripts import register
+from worker.status import ParkReason
 
 WAKE_BATCH = 500
-
-
-class ParkReason(StrEnum):
-    """Why a job waits."""
-
-    QUOTA = "quota"  # the OA's daily quota is used up
-    TEMPLATE_QUOTA = "template_quota"  # this template's daily limit (-147)
-    NIGHT = "night"  # -133: no sending 22:00-06:00
-    PAUSED = "paused"  # the account needs a human
-    BUSY = "busy"  # another worker holds the job's claim
-    ORDER = "order"  # a lower step of the same journey is not sent yet (worker/state/ordering.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +108,10 @@ class ParkingLot:
 
     def lease_due(self, account: str, limit: int) -> list[ParkedJob]:
         """Lease up to `limit` due jobs for re-enqueueing; call `done` after publishing each."""
-        keys = [self._keys.parked(account), self._keys.parked_jobs(account)]
-        flat = self._claim_due(keys=keys, args=[ms(self._clock()), self._lease_ms, limit])
+        keys, args = park_claim_due_args(
+            self._keys, account, now_ms=ms(self._clock()), lease_ms=self._lease_ms, limit=limit
+        )
+        flat = self._claim_due(keys=keys, args=args)
         return [ParkedJob.from_json(str(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def done(self, account: str, parking_ids: list[str]) -> None:
@@ -157,3 +148,10 @@ class ParkingLot:
     def count(self, account: str) -> int:
         """How many jobs the account has parked."""
         return int(self._client.zcard(self._keys.parked(account)))
+
+
+def park_claim_due_args(
+    keys: Keys, account: str, *, now_ms: int, lease_ms: int, limit: int
+) -> tuple[list[str], list[int]]:
+    """park_claim_due.lua's KEYS and ARGV."""
+    return [keys.parked(account), keys.parked_jobs(account)], [now_ms, lease_ms, limit]

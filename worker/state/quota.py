@@ -1,5 +1,9 @@
 """Quota gate: the account's `remainingQuota`, shared in Redis and reserved atomically per send.
 
+The gates and the reservation run in `begin_step.lua` (`StepGate.begin`), a send's figure is
+folded in by `finish_sent.lua` (`StepGate.finish_sent`); this store probes, settles, rebases and
+reads the counter, with the same Lua functions (`lua/lib/quota.lua`).
+
 The counter starts from what Zalo reports (a probe of `GET /message/quota`, free of charge), is
 decremented once per send before the call, given back when Zalo surely did not send, and lowered
 (never raised) by the figure each send reports, since sends still in flight are already subtracted.
@@ -12,23 +16,12 @@ unit in `inflight`: the counter errs low (never over quota) until the next probe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import redis
 
 from worker.clock import Clock, ms, next_quota_reset
 from worker.state.keys import Keys
 from worker.state.scripts import register
-
-
-class Gate(StrEnum):
-    """The answer of the account gates."""
-
-    OK = "ok"
-    PAUSED = "paused"
-    TEMPLATE_BLOCKED = "template_blocked"
-    UNKNOWN = "unknown"
-    EXHAUSTED = "exhausted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,34 +35,21 @@ class QuotaView:
 
 
 class QuotaStore:
-    """Per-account quota counter, template blocks, and the pause gate, in one round trip."""
+    """Per-account quota counter and template blocks (the gates themselves: `StepGate.begin`)."""
 
-    def __init__(
-        self, client: redis.Redis, keys: Keys, *, clock: Clock, reserve_floor: int = 0
-    ) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, *, clock: Clock) -> None:
         self._client = client
         self._keys = keys
         self._clock = clock
-        self._floor = reserve_floor
-        self._reserve = register(client, "reserve")
         self._observe = register(client, "quota_observe")
         self._give_back = register(client, "quota_release")
         self._rebase = register(client, "quota_rebase")
 
-    def reserve(self, account: str, template_id: str, *, probe: bool = False) -> Gate:
-        """Pass the pause, template and quota gates and take one unit, atomically."""
-        keys = [
-            self._keys.paused(account),
-            self._keys.quota(account),
-            self._keys.template_block(account, template_id),
-        ]
-        reply = self._reserve(keys=keys, args=[self._floor, "1" if probe else "0"])
-        return Gate(str(reply[0]))
-
     def release(self, account: str, *, give_back: bool = True) -> None:
         """Settle a reserved unit without a figure from Zalo: give it back when Zalo surely did
         not send, keep it spent when it did (or may have)."""
-        self._give_back(keys=[self._keys.quota(account)], args=["1" if give_back else "0"])
+        keys, args = quota_release_args(self._keys, account, give_back=give_back)
+        self._give_back(keys=keys, args=args)
 
     def observe(self, account: str, remaining: int, daily: int | None) -> int:
         """Settle our send's unit and fold Zalo's figure in (lowers the counter, never raises)."""
@@ -86,10 +66,10 @@ class QuotaStore:
     def rebase(self, account: str, new_daily: int, *, prev_daily: int | None = None) -> int | None:
         """Zalo changed the daily quota: move the counter by the change (once, however often the
         event comes); None when there is no counter yet."""
-        now = self._clock()
-        prev = "" if prev_daily is None else prev_daily
-        args = [prev, new_daily, ms(next_quota_reset(now)), ms(now)]
-        result = int(self._rebase(keys=[self._keys.quota(account)], args=args))
+        keys, args = quota_rebase_args(
+            self._keys, account, prev_daily=prev_daily, new_daily=new_daily, now=self._clock()
+        )
+        result = int(self._rebase(keys=keys, args=args))
         return None if result < 0 else result
 
     def exhaust(self, account: str) -> None:
@@ -113,9 +93,34 @@ class QuotaStore:
         )
 
     def _fold(self, account: str, remaining: int, daily: int | None, mode: str) -> int:
-        now = self._clock()
-        args = [remaining, "" if daily is None else daily, mode, ms(next_quota_reset(now)), ms(now)]
-        return int(self._observe(keys=[self._keys.quota(account)], args=args))
+        keys, args = quota_observe_args(
+            self._keys, account, reported=remaining, daily=daily, mode=mode, now=self._clock()
+        )
+        return int(self._observe(keys=keys, args=args))
+
+
+def quota_observe_args(
+    keys: Keys, account: str, *, reported: int, daily: int | None, mode: str, now: float
+) -> tuple[list[str], list[str | int]]:
+    """quota_observe.lua's KEYS and ARGV (mode: 'sent' | 'init' | 'set')."""
+    daily_arg = "" if daily is None else daily
+    return (
+        [keys.quota(account)],
+        [reported, daily_arg, mode, ms(next_quota_reset(now)), ms(now)],
+    )
+
+
+def quota_release_args(keys: Keys, account: str, *, give_back: bool) -> tuple[list[str], list[str]]:
+    """quota_release.lua's KEYS and ARGV."""
+    return [keys.quota(account)], ["1" if give_back else "0"]
+
+
+def quota_rebase_args(
+    keys: Keys, account: str, *, prev_daily: int | None, new_daily: int, now: float
+) -> tuple[list[str], list[str | int]]:
+    """quota_rebase.lua's KEYS and ARGV (prev_daily None: the event did not say)."""
+    prev = "" if prev_daily is None else prev_daily
+    return [keys.quota(account)], [prev, new_daily, ms(next_quota_reset(now)), ms(now)]
 
 
 def _opt_int(value: str | None) -> int | None:

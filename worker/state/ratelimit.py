@@ -71,11 +71,10 @@ class RateLimiter:
 
     def slot(self, account: str) -> Slot:
         """Take a slot if one is free within `max_wait_s`."""
-        p = self.params(account)
-        reply = self._slot(
-            keys=[self._keys.rate(account), self._keys.cooloff(account)],
-            args=[p.emission_us, p.tolerance_us, self.max_wait_ms],
+        keys, args = rate_slot_args(
+            self._keys, account, self.params(account), max_wait_ms=self.max_wait_ms
         )
+        reply = self._slot(keys=keys, args=args)
         at_ms = int(reply[2]) if len(reply) > 2 else 0  # noqa: PLR2004 (the reply's shape)
         return Slot(str(reply[0]) == "ok", int(reply[1]) / 1000, at_ms / 1000)
 
@@ -86,3 +85,13 @@ class RateLimiter:
         current = self._client.pttl(key)
         if not isinstance(current, int) or current < ttl_ms:
             self._client.set(key, "1", px=ttl_ms)
+
+
+def rate_slot_args(
+    keys: Keys, account: str, rate: RateParams, *, max_wait_ms: int
+) -> tuple[list[str], list[int]]:
+    """rate_slot.lua's KEYS and ARGV."""
+    return (
+        [keys.rate(account), keys.cooloff(account)],
+        [rate.emission_us, rate.tolerance_us, max_wait_ms],
+    )

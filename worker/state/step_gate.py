@@ -3,10 +3,11 @@
 `begin` (one Lua call, `begin_step.lua`): claim the idempotency key, pass the pause / template /
 quota gates, take a global rate-limit slot, reserve a quota unit, and read the access token and
 the journey token. `finish_sent` (one Lua call, `finish_sent.lua`): settle the quota unit with
-the figure Zalo reported, mark the job sent and record its status (`worker/status.py`: msg_id,
+the figure Zalo reported, mark the job sent and record its status (`step_status.py`: msg_id,
 sent time, journey id, indexes; the waiting higher steps of an ordered journey are woken). Each
-piece is the same Lua function the single stores use (`worker/state/lua/lib/`), so the
-guarantees are those of the stores, in fewer round trips.
+piece is a Lua library function (`worker/state/lua/lib/`), shared with the stores' own scripts
+where they have one (finish, quota, status). `begin_step_args` and
+`finish_sent_args` are the scripts' KEYS and ARGV, in the order their headers list them.
 """
 
 from __future__ import annotations
@@ -15,17 +16,28 @@ import json
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
 from worker.clock import Clock, ms, next_quota_reset
 from worker.job import Job
 from worker.state.keys import Keys
-from worker.state.ratelimit import RateLimiter, Slot
+from worker.state.ratelimit import RateLimiter, RateParams, Slot
 from worker.state.scripts import register
 from worker.state.step_status import step_identity
-from worker.zalo.models import Quota
+
+
+class ReportedQuota(Protocol):
+    """The quota figures Zalo reported with a send (`worker.zalo.models.Quota`)."""
+
+    @property
+    def remaining_quota(self) -> int | None:
+        """remainingQuota, None when Zalo did not say."""
+
+    @property
+    def daily_quota(self) -> int | None:
+        """dailyQuota, None when Zalo did not say."""
 
 
 class Begin(StrEnum):
@@ -107,29 +119,17 @@ class StepGate:
     ) -> Started:
         """Claim, gates, rate slot, quota unit and token reads, atomically. `defer_token_wait`:
         answer TOKEN_BUSY, taking nothing, if another step is creating the journey token."""
-        a = step.account
-        rate = self._limiter.params(a)
-        keys = [
-            self._keys.idempotency(a, step.idempotency_key),
-            self._keys.paused(a),
-            self._keys.quota(a),
-            self._keys.template_block(a, step.template_id),
-            self._keys.rate(a),
-            self._keys.cooloff(a),
-            self._keys.oauth(a),
-            step.journey_token_key,
-            Keys.lock_of(step.journey_token_key),
-        ]
-        args = [
-            owner,
-            self._claim_ttl_ms,
-            self._floor,
-            "1" if probe else "0",
-            rate.emission_us,
-            rate.tolerance_us,
-            self._limiter.max_wait_ms,
-            "1" if defer_token_wait else "0",
-        ]
+        keys, args = begin_step_args(
+            self._keys,
+            step,
+            owner=owner,
+            claim_ttl_ms=self._claim_ttl_ms,
+            floor=self._floor,
+            probe=probe,
+            rate=self._limiter.params(step.account),
+            max_wait_ms=self._limiter.max_wait_ms,
+            defer=defer_token_wait,
+        )
         reply = self._begin(keys=keys, args=args, client=self._own_client())
         return _started([str(part) for part in reply])
 
@@ -144,53 +144,105 @@ class StepGate:
         *,
         owner: str,
         result: dict[str, Any],
-        quota: Quota | None,
+        quota: ReportedQuota | None,
     ) -> int:
         """Settle the quota unit (with Zalo's figure), mark the job sent and record its status;
         returns how many steps of the journey that waited for this one were woken."""
-        now = self._clock()
-        msg_id = str(result.get("msg_id") or "")
-        keys = [
-            self._keys.idempotency(step.account, step.idempotency_key),
-            self._keys.quota(step.account),
-            *self._status_keys(job, msg_id),
-        ]
-        args = [
-            owner,
-            json.dumps(result, separators=(",", ":")),
-            self._retention_ms,
-            *_quota_args(quota, now),
-            *_status_args(job, result, msg_id, ms(now)),
-        ]
+        keys, args = finish_sent_args(
+            self._keys,
+            step,
+            job,
+            now=self._clock(),
+            retention_ms=self._retention_ms,
+            owner=owner,
+            result=result,
+            quota=quota,
+        )
         return int(self._finish(keys=keys, args=args, client=self._own_client())[3])
 
-    def _status_keys(self, job: Job, msg_id: str) -> list[str]:
-        a, k = job.account, self._keys
-        return [
-            k.status(a, job.idempotency_key),
-            k.status_by_msg(a, msg_id),
-            k.status_by_tracking(a, job.tracking_id),
-            k.early_delivery(a, msg_id),
-            k.journey_steps(a, job.phone, job.journey),
-            k.order_pending(a, job.phone, job.journey),
-            k.order_waiters(a, job.phone, job.journey),
-            k.parked(a),
-        ]
+
+def begin_step_args(
+    keys: Keys,
+    step: StepKeys,
+    *,
+    owner: str,
+    claim_ttl_ms: int,
+    floor: int,
+    probe: bool,
+    rate: RateParams,
+    max_wait_ms: int,
+    defer: bool,
+) -> tuple[list[str], list[str | int]]:
+    """begin_step.lua's KEYS and ARGV."""
+    a = step.account
+    return (
+        [
+            keys.idempotency(a, step.idempotency_key),  # idem_hash
+            keys.paused(a),  # paused_hash
+            keys.quota(a),  # quota_hash
+            keys.template_block(a, step.template_id),  # block_key
+            keys.rate(a),  # rate_key
+            keys.cooloff(a),  # cooloff_key
+            keys.oauth(a),  # oauth_hash
+            step.journey_token_key,  # token_hash
+            Keys.lock_of(step.journey_token_key),  # token_lock
+        ],
+        [
+            owner,
+            claim_ttl_ms,
+            floor,
+            "1" if probe else "0",
+            rate.emission_us,
+            rate.tolerance_us,
+            max_wait_ms,
+            "1" if defer else "0",
+        ],
+    )
 
 
-def _quota_args(quota: Quota | None, now: float) -> list[str | int]:
-    """remainingQuota and dailyQuota as Zalo reported them ('' if not), the reset, now (ms)."""
-    remaining = "" if quota is None or quota.remaining_quota is None else quota.remaining_quota
+def finish_sent_args(
+    keys: Keys,
+    step: StepKeys,
+    job: Job,
+    *,
+    now: float,
+    retention_ms: int,
+    owner: str,
+    result: dict[str, Any],
+    quota: ReportedQuota | None,
+) -> tuple[list[str], list[str | int]]:
+    """finish_sent.lua's KEYS and ARGV: the step's identity first, as in every status script."""
+    a, now_ms = job.account, ms(now)
+    msg_id = str(result.get("msg_id") or "")
+    reported = "" if quota is None or quota.remaining_quota is None else quota.remaining_quota
     daily = "" if quota is None or quota.daily_quota is None else quota.daily_quota
-    return [remaining, daily, ms(next_quota_reset(now)), ms(now)]
-
-
-def _status_args(job: Job, result: dict[str, Any], msg_id: str, now_ms: int) -> list[str | int]:
-    """What finish_sent.lua records in the step's status (ARGV[8..16])."""
-    key, number, tracking, journey, phone, template = step_identity(job)
-    sent_ms = result.get("sent_time") or now_ms
-    journey_id = result.get("journey_id") or ""
-    return [key, number, msg_id, sent_ms, journey_id, tracking, journey, phone, template]
+    return (
+        [
+            keys.idempotency(step.account, step.idempotency_key),  # idem_hash
+            keys.quota(step.account),  # quota_hash
+            keys.status(a, job.idempotency_key),  # status_hash
+            keys.status_by_msg(a, msg_id),  # msg_index
+            keys.status_by_tracking(a, job.tracking_id),  # tracking_index
+            keys.early_delivery(a, msg_id),  # early_hash
+            keys.journey_steps(a, job.phone, job.journey),  # journey_steps
+            keys.order_pending(a, job.phone, job.journey),  # order_pending
+            keys.order_waiters(a, job.phone, job.journey),  # order_waiters
+            keys.parked(a),  # parked
+        ],
+        [
+            *step_identity(job),
+            now_ms,
+            retention_ms,
+            owner,
+            json.dumps(result, separators=(",", ":")),  # result_json
+            msg_id,
+            result.get("sent_time") or now_ms,  # sent_at_ms
+            result.get("journey_id") or "",  # journey_id
+            reported,
+            daily,
+            ms(next_quota_reset(now)),  # expire_at_ms
+        ],
+    )
 
 
 def _started(reply: list[str]) -> Started:

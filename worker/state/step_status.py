@@ -77,7 +77,7 @@ class StatusStore:
         call per `ENQUEUE_CHUNK` steps of an account."""
         if not jobs:
             return
-        head = [ms(self._clock()), self._retention_ms]
+        now_ms = ms(self._clock())
         by_account: dict[str, list[tuple[str, Job]]] = defaultdict(list)
         for task_id, job in jobs:
             by_account[job.account].append((task_id, job))
@@ -85,48 +85,54 @@ class StatusStore:
         for items in by_account.values():
             for start in range(0, len(items), ENQUEUE_CHUNK):
                 chunk = items[start : start + ENQUEUE_CHUNK]
-                keys = [key for _, job in chunk for key in self._step_keys(job)]
-                args = [v for task_id, job in chunk for v in (*step_identity(job), task_id)]
-                calls.append((self._enqueued, keys, [*head, *args]))
+                keys, args = status_enqueued_args(
+                    self._keys, chunk, now_ms=now_ms, retention_ms=self._retention_ms
+                )
+                calls.append((self._enqueued, keys, args))
         run_pipelined(self._client, calls)
 
     def mark_parked(self, job: Job, *, reason: str, due_at: float | None) -> bool:
         """Record that a step waits in the parking lot; False if it is already further along."""
-        now_ms = ms(self._clock())
-        keys = self._step_keys(job)[:3]
-        due = "" if due_at is None else ms(due_at)
-        return bool(self._parked(keys=keys, args=[*self._identity(job, now_ms), reason, due]))
+        keys, args = status_parked_args(
+            self._keys,
+            job,
+            now_ms=ms(self._clock()),
+            retention_ms=self._retention_ms,
+            reason=reason,
+            due_ms=None if due_at is None else ms(due_at),
+        )
+        return bool(self._parked(keys=keys, args=args))
 
     def mark_dead(self, job: Job, *, reason: str, code: int | None) -> int:
         """Record a dead letter; returns how many steps waiting for it (ordering) were woken."""
-        now_ms = ms(self._clock())
-        keys = [
-            *self._step_keys(job),
-            self._keys.order_waiters(job.account, job.phone, job.journey),
-            self._keys.parked(job.account),
-        ]
-        args = [*self._identity(job, now_ms), reason[:300], "" if code is None else code]
+        keys, args = status_dead_args(
+            self._keys,
+            job,
+            now_ms=ms(self._clock()),
+            retention_ms=self._retention_ms,
+            reason=reason[:300],
+            code=code,
+        )
         return int(self._dead(keys=keys, args=args))
 
     def reopen(self, account: str, key: str) -> bool:
         """A replayed dead letter is `enqueued` again; False if the step was not dead-lettered."""
-        return bool(self._reopen(keys=[self._keys.status(account, key)]))
+        keys, args = status_reopen_args(self._keys, account, key)
+        return bool(self._reopen(keys=keys, args=args))
 
     def record_delivery(
         self, account: str, msg_id: str, delivered_at_ms: int, tracking_id: str | None
     ) -> Delivery:
         """Record Zalo's delivery report for `msg_id` (idempotent)."""
-        keys = [
-            self._keys.status_by_msg(account, msg_id),
-            self._keys.early_delivery(account, msg_id),
-        ]
-        args = [
-            delivered_at_ms,
-            tracking_id or "",
-            ms(self._clock()),
-            self._retention_ms,
-            ms(EARLY_DELIVERY_TTL_S),
-        ]
+        keys, args = status_delivered_args(
+            self._keys,
+            account,
+            msg_id,
+            delivered_at_ms=delivered_at_ms,
+            tracking_id=tracking_id,
+            now_ms=ms(self._clock()),
+            retention_ms=self._retention_ms,
+        )
         return Delivery(str(self._delivered(keys=keys, args=args)))
 
     def mark_delivered(
@@ -210,20 +216,80 @@ class StatusStore:
             return None
         return StepStatus("delivered_unmatched", {**fields, "msg_id": msg_id})
 
-    def _step_keys(self, job: Job) -> list[str]:
-        return [
-            self._keys.status(job.account, job.idempotency_key),
-            self._keys.status_by_tracking(job.account, job.tracking_id),
-            self._keys.journey_steps(job.account, job.phone, job.journey),
-            self._keys.order_pending(job.account, job.phone, job.journey),
-        ]
 
-    def _identity(self, job: Job, now_ms: int) -> list[str | int]:
-        return [*step_identity(job), now_ms, self._retention_ms]
+# -- the scripts' KEYS and ARGV, in the order their headers list them ----------------------------
+
+
+def status_enqueued_args(
+    keys: Keys, steps: Sequence[tuple[str, Job]], *, now_ms: int, retention_ms: int
+) -> tuple[list[str], list[str | int]]:
+    """status_enqueued.lua's KEYS and ARGV for steps (task id, job) of one account."""
+    step_keys = [key for _, job in steps for key in _step_keys(keys, job)]
+    per_step = [value for task_id, job in steps for value in (*step_identity(job), task_id)]
+    return step_keys, [now_ms, retention_ms, *per_step]
+
+
+def status_parked_args(
+    keys: Keys, job: Job, *, now_ms: int, retention_ms: int, reason: str, due_ms: int | None
+) -> tuple[list[str], list[str | int]]:
+    """status_parked.lua's KEYS and ARGV (due_ms None: until the account is resumed)."""
+    return (
+        _step_keys(keys, job)[:3],
+        [*step_identity(job), now_ms, retention_ms, reason, "" if due_ms is None else due_ms],
+    )
+
+
+def status_dead_args(
+    keys: Keys, job: Job, *, now_ms: int, retention_ms: int, reason: str, code: int | None
+) -> tuple[list[str], list[str | int]]:
+    """status_dead.lua's KEYS and ARGV (code: Zalo's, None if the dead letter has none)."""
+    return (
+        [
+            *_step_keys(keys, job),
+            keys.order_waiters(job.account, job.phone, job.journey),  # order_waiters
+            keys.parked(job.account),  # parked
+        ],
+        [*step_identity(job), now_ms, retention_ms, reason, "" if code is None else code],
+    )
+
+
+def status_delivered_args(
+    keys: Keys,
+    account: str,
+    msg_id: str,
+    *,
+    delivered_at_ms: int,
+    tracking_id: str | None,
+    now_ms: int,
+    retention_ms: int,
+) -> tuple[list[str], list[str | int]]:
+    """status_delivered.lua's KEYS and ARGV."""
+    return (
+        [keys.status_by_msg(account, msg_id), keys.early_delivery(account, msg_id)],
+        [delivered_at_ms, tracking_id or "", now_ms, retention_ms, ms(EARLY_DELIVERY_TTL_S)],
+    )
+
+
+def status_reopen_args(keys: Keys, account: str, key: str) -> tuple[list[str], list[str | int]]:
+    """status_reopen.lua's KEYS (it takes no ARGV)."""
+    return [keys.status(account, key)], []
+
+
+def _step_keys(keys: Keys, job: Job) -> list[str]:
+    """status_hash, tracking_index, journey_steps, order_pending: the first KEYS of the status
+    scripts that record a step (status_parked.lua takes the first three)."""
+    return [
+        keys.status(job.account, job.idempotency_key),
+        keys.status_by_tracking(job.account, job.tracking_id),
+        keys.journey_steps(job.account, job.phone, job.journey),
+        keys.order_pending(job.account, job.phone, job.journey),
+    ]
 
 
 def step_identity(job: Job) -> list[str | int]:
-    """The fields every status script records about a step (ARGV order of `identify()`)."""
+    """The step's identity, in the order every script that records a step takes it (ARGV[1..6];
+    each step's first six in status_enqueued.lua) and `identify()` in lib/status.lua: idem_key,
+    step ('' if none), tracking_id, journey, phone (masked), template_id."""
     return [
         job.idempotency_key,
         "" if job.step is None else job.step,

@@ -204,9 +204,8 @@ class AccessTokenManager:
         process): a later rejection of it is then an expiry, not an account problem."""
         if self._known_working.get(account, -1) >= generation:
             return
-        self._mark_working(
-            keys=[self._keys.oauth(account)], args=["working_generation", generation]
-        )
+        keys, args = max_field_args(self._keys.oauth(account), "working_generation", generation)
+        self._mark_working(keys=keys, args=args)
         self._known_working[account] = generation
 
     def has_worked(self, account: str, generation: int) -> bool:
@@ -385,3 +384,8 @@ class AccessTokenManager:
 
 def _int(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
+
+
+def max_field_args(hash_key: str, field: str, value: int) -> tuple[list[str], list[str | int]]:
+    """max_field.lua's KEYS and ARGV."""
+    return [hash_key], [field, value]

@@ -136,7 +136,8 @@ class JourneyTokenStore:
 
     def drop(self, ref: TokenRef, journey_id: str) -> bool:
         """Forget a token Zalo rejected (-149/-150), unless another process already replaced it."""
-        return bool(self._drop(keys=[self._key(ref)], args=[journey_id]))
+        keys, args = journey_token_drop_args(self._key(ref), journey_id)
+        return bool(self._drop(keys=keys, args=args))
 
     def _create_locked(
         self, ref: TokenRef, create: Callable[[], JourneyToken], lock: Lock
@@ -161,10 +162,17 @@ class JourneyTokenStore:
             expires_at_ms=expires_at_ms,
             created_now=True,
         )
-        sealed = self._cipher.seal(fresh.token.get_secret_value())
-        args = [sealed, fresh.journey_id, stored.created_at_ms, expires_at_ms, lock.holder]
+        keys, args = journey_token_store_args(
+            self._key(ref),
+            lock.key,
+            token=self._cipher.seal(fresh.token.get_secret_value()),
+            journey_id=fresh.journey_id,
+            created_at_ms=stored.created_at_ms,
+            expires_at_ms=expires_at_ms,
+            holder=lock.holder,
+        )
         try:
-            self._store(keys=[self._key(ref), lock.key], args=args)
+            self._store(keys=keys, args=args)
         except BaseException:
             with contextlib.suppress(redis.RedisError, OSError):
                 lock.release()
@@ -193,3 +201,22 @@ class JourneyTokenStore:
 
     def _lock_key(self, ref: TokenRef) -> str:
         return self._keys.journey_token_lock(ref.account, ref.phone, ref.journey, ref.token_type)
+
+
+def journey_token_drop_args(token_key: str, journey_id: str) -> tuple[list[str], list[str]]:
+    """journey_token_drop.lua's KEYS and ARGV."""
+    return [token_key], [journey_id]
+
+
+def journey_token_store_args(
+    token_key: str,
+    lock_key: str,
+    *,
+    token: str,
+    journey_id: str,
+    created_at_ms: int,
+    expires_at_ms: int,
+    holder: str,
+) -> tuple[list[str], list[str | int]]:
+    """journey_token_store.lua's KEYS and ARGV (token: sealed if encryption is on)."""
+    return [token_key, lock_key], [token, journey_id, created_at_ms, expires_at_ms, holder]

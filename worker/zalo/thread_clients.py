@@ -14,7 +14,7 @@ CONNECTIONS_PER_THREAD = 2
 
 class ThreadLocalClients:
     """One ZaloClient per thread: a client shared by many threads serialises on its pool lock
-    (measured here: 200 threads on one client ~170 req/s, one client per thread ~1,200 req/s)."""
+    (docs/performance.md: shared vs per-thread clients)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

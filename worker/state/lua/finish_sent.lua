@@ -2,36 +2,58 @@
 -- finish_sent.lua: after Zalo accepted a send, in one round trip: settle its quota unit (and fold
 -- in the figure Zalo reported), mark the job sent, record the step's status (indexes by msg_id and
 -- tracking_id, a delivery that came early) and let higher steps of its journey go.
--- KEYS[1] idempotency hash   KEYS[2] quota hash        KEYS[3] status hash
--- KEYS[4] msg_id index       KEYS[5] tracking index    KEYS[6] early delivery hash
--- KEYS[7] journey steps      KEYS[8] order pending     KEYS[9] order waiters   KEYS[10] parked
--- ARGV[1] owner   ARGV[2] result json   ARGV[3] retention ms
--- ARGV[4] remainingQuota reported ('' if none)   ARGV[5] dailyQuota ('' if none)
--- ARGV[6] quota expire-at ms   ARGV[7] now ms
--- ARGV[8] idempotency key   ARGV[9] step ('' if none)   ARGV[10] msg_id   ARGV[11] sent_time ms
--- ARGV[12] journey_id   ARGV[13] tracking_id   ARGV[14] journey   ARGV[15] phone (masked)
--- ARGV[16] template id
+-- KEYS[1]  idem_hash        the job's idempotency hash
+-- KEYS[2]  quota_hash       the account's quota counter
+-- KEYS[3]  status_hash      the step's status
+-- KEYS[4]  msg_index        status by msg_id
+-- KEYS[5]  tracking_index   status by tracking id
+-- KEYS[6]  early_hash       a delivery reported before this record
+-- KEYS[7]  journey_steps    the journey's steps
+-- KEYS[8]  order_pending    the journey's numbered steps not sent or dead-lettered yet
+-- KEYS[9]  order_waiters    the journey's steps parked for order
+-- KEYS[10] parked           the account's parked jobs (due times)
+-- ARGV[1..6] idem_key, step, tracking_id, journey, phone, template_id: the step's identity
+--   (identify() in lib/status.lua)
+-- ARGV[7]  now_ms
+-- ARGV[8]  retention_ms
+-- ARGV[9]  owner            the claim's owner: a uuid per execution of the step
+-- ARGV[10] result_json      what a redelivery of the job answers
+-- ARGV[11] msg_id           Zalo's ('' if none)
+-- ARGV[12] sent_at_ms       Zalo's sent_time, else now
+-- ARGV[13] journey_id       Zalo's ('' if none)
+-- ARGV[14] reported         remainingQuota Zalo reported ('' if none)
+-- ARGV[15] daily            dailyQuota Zalo reported ('' if none)
+-- ARGV[16] expire_at_ms     when the quota counter expires (the next reset)
 -- Returns {recorded (1|0), counter, early delivery merged (1|0), order waiters woken}
+local idem_hash, quota_hash, status_hash = KEYS[1], KEYS[2], KEYS[3]
+local msg_index, tracking_index, early_hash = KEYS[4], KEYS[5], KEYS[6]
+local journey_steps, order_pending, order_waiters, parked = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local idem_key, step, tracking_id = ARGV[1], ARGV[2], ARGV[3]
+local journey, phone, template_id = ARGV[4], ARGV[5], ARGV[6]
+local now_ms, retention_ms = ARGV[7], ARGV[8]
+local owner, result_json = ARGV[9], ARGV[10]
+local msg_id, sent_at_ms, journey_id = ARGV[11], ARGV[12], ARGV[13]
+local reported, daily, expire_at_ms = ARGV[14], ARGV[15], ARGV[16]
+
 local counter
-if ARGV[4] ~= '' then
-  counter = observe(KEYS[2], ARGV[4], ARGV[5], 'sent', ARGV[6], ARGV[7])
+if reported ~= '' then
+  counter = observe(quota_hash, reported, daily, 'sent', expire_at_ms, now_ms)
 else
-  counter = settle(KEYS[2], '0')
+  counter = settle(quota_hash, '0')
 end
-local recorded = finish(KEYS[1], ARGV[1], 'sent', ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[3], 'idempotency_key', ARGV[8], 'step', ARGV[9], 'msg_id', ARGV[10],
-  'sent_at_ms', ARGV[11], 'journey_id', ARGV[12], 'tracking_id', ARGV[13], 'journey', ARGV[14],
-  'phone', ARGV[15], 'template_id', ARGV[16], 'updated_at_ms', ARGV[7])
-advance(KEYS[3], 'sent')
-if ARGV[10] ~= '' then
-  redis.call('SET', KEYS[4], KEYS[3], 'PX', ARGV[3])
+local recorded = finish(idem_hash, owner, 'sent', result_json, retention_ms)
+identify(status_hash, idem_key, step, tracking_id, journey, phone, template_id,
+  'msg_id', msg_id, 'sent_at_ms', sent_at_ms, 'journey_id', journey_id, 'updated_at_ms', now_ms)
+advance(status_hash, 'sent')
+if msg_id ~= '' then
+  redis.call('SET', msg_index, status_hash, 'PX', retention_ms)
 end
-redis.call('SET', KEYS[5], KEYS[3], 'PX', ARGV[3])
-local early = merge_early(KEYS[3], KEYS[6])
-redis.call('ZADD', KEYS[7], tonumber(ARGV[9]) or 0, KEYS[3])
-keep(ARGV[3], KEYS[3], KEYS[7])
+redis.call('SET', tracking_index, status_hash, 'PX', retention_ms)
+local early = merge_early(status_hash, early_hash)
+redis.call('ZADD', journey_steps, tonumber(step) or 0, status_hash)
+keep(retention_ms, status_hash, journey_steps)
 local woken = 0
-if ARGV[9] ~= '' then
-  woken = order_done(KEYS[8], KEYS[9], KEYS[10], KEYS[3], ARGV[7])
+if step ~= '' then
+  woken = order_done(order_pending, order_waiters, parked, status_hash, now_ms)
 end
 return {recorded, counter, early, woken}

@@ -1,7 +1,13 @@
 -- uses: quota
 -- quota_observe.lua: fold a remainingQuota figure reported by Zalo into the shared counter.
--- KEYS[1]  quota hash of the account (remaining, daily, inflight, updated_at_ms)
--- ARGV[1]  remainingQuota reported, ARGV[2] dailyQuota reported ('' if absent),
--- ARGV[3]  mode 'sent' | 'init' | 'set' (see lib/quota.lua), ARGV[4] expire-at ms, ARGV[5] now ms
+-- KEYS[1] quota_hash     the account's quota counter (remaining, daily, inflight, updated_at_ms)
+-- ARGV[1] reported       remainingQuota Zalo reported
+-- ARGV[2] daily          dailyQuota Zalo reported ('' if none)
+-- ARGV[3] mode           'sent' | 'init' | 'set' (see observe() in lib/quota.lua)
+-- ARGV[4] expire_at_ms   when the counter expires (the next reset)
+-- ARGV[5] now_ms
 -- Returns the counter after the update.
-return observe(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+local quota_hash = KEYS[1]
+local reported, daily, mode, expire_at_ms, now_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+return observe(quota_hash, reported, daily, mode, expire_at_ms, now_ms)

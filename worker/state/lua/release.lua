@@ -1,10 +1,13 @@
 -- release.lua: give a claim back (nothing was sent), only if the caller still owns it.
--- KEYS[1]  idempotency hash of the job
--- ARGV[1]  owner (task id)
+-- KEYS[1] idem_hash   the job's idempotency hash
+-- ARGV[1] owner       the claim's owner: a uuid per execution of the step
 -- Returns 1 when released, 0 otherwise.
-if redis.call('HGET', KEYS[1], 'state') == 'claimed'
-   and redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
+local idem_hash = KEYS[1]
+local owner = ARGV[1]
+
+if redis.call('HGET', idem_hash, 'state') == 'claimed'
+   and redis.call('HGET', idem_hash, 'owner') == owner then
+  redis.call('DEL', idem_hash)
   return 1
 end
 return 0

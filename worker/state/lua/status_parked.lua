@@ -1,17 +1,26 @@
 -- uses: status
 -- status_parked.lua: a step waits in the parking lot (quota, night, paused account, ...).
--- KEYS[1] status hash   KEYS[2] tracking index   KEYS[3] journey steps
--- ARGV[1] idempotency key   ARGV[2] step ('' if none)   ARGV[3] tracking id   ARGV[4] journey
--- ARGV[5] phone (masked)    ARGV[6] template id         ARGV[7] now ms        ARGV[8] retention ms
--- ARGV[9] reason   ARGV[10] due ms ('' while waiting for a resume)
+-- KEYS[1]  status_hash      the step's status
+-- KEYS[2]  tracking_index   status by tracking id
+-- KEYS[3]  journey_steps    the journey's steps
+-- ARGV[1..6] idem_key, step, tracking_id, journey, phone, template_id: the step's identity
+--   (identify() in lib/status.lua)
+-- ARGV[7]  now_ms
+-- ARGV[8]  retention_ms
+-- ARGV[9]  reason
+-- ARGV[10] due_ms           '' while it waits for a resume
 -- Returns 1 when recorded, 0 when the step was already further along.
-if advance(KEYS[1], 'parked') == 0 then
+local status_hash, tracking_index, journey_steps = KEYS[1], KEYS[2], KEYS[3]
+local idem_key, step, tracking_id = ARGV[1], ARGV[2], ARGV[3]
+local journey, phone, template_id = ARGV[4], ARGV[5], ARGV[6]
+local now_ms, retention_ms, reason, due_ms = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+
+if advance(status_hash, 'parked') == 0 then
   return 0
 end
-identify(KEYS[1], 1)
-redis.call('HSET', KEYS[1], 'parked_reason', ARGV[9], 'parked_until_ms', ARGV[10],
-  'updated_at_ms', ARGV[7])
-redis.call('SET', KEYS[2], KEYS[1], 'PX', ARGV[8])
-redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) or 0, KEYS[1])
-keep(ARGV[8], KEYS[1], KEYS[3])
+identify(status_hash, idem_key, step, tracking_id, journey, phone, template_id,
+  'parked_reason', reason, 'parked_until_ms', due_ms, 'updated_at_ms', now_ms)
+redis.call('SET', tracking_index, status_hash, 'PX', retention_ms)
+redis.call('ZADD', journey_steps, tonumber(step) or 0, status_hash)
+keep(retention_ms, status_hash, journey_steps)
 return 1

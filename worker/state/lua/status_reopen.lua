@@ -1,9 +1,11 @@
 -- status_reopen.lua: a dead letter is replayed: its step is 'enqueued' again (the one move back a
 -- state may make), so the enqueue record and the journey's order apply to it anew.
--- KEYS[1] status hash
+-- KEYS[1] status_hash   the step's status
 -- Returns 1 when reopened, 0 when the step was not dead-lettered.
-if redis.call('HGET', KEYS[1], 'state') ~= 'dead_lettered' then
+local status_hash = KEYS[1]
+
+if redis.call('HGET', status_hash, 'state') ~= 'dead_lettered' then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state', 'enqueued')
+redis.call('HSET', status_hash, 'state', 'enqueued')
 return 1

@@ -1,4 +1,5 @@
--- finish(key, owner, state, result_json, retention_ms): record a job's final state.
+-- finish(key, owner, final, result, retention_ms): record a job's final state ('sent' | 'dead')
+-- and its result json; owner: the claim's owner, a uuid per execution of the step.
 -- 'sent' is the truth once Zalo accepted, so it is recorded even if the claim was lost; the first
 -- 'sent' wins. 'dead' is recorded only by the claim's owner and never over 'sent'.
 -- Returns 1 when recorded, 0 when left as it was.

@@ -1,4 +1,5 @@
--- gate(paused, quota, block, floor, probe): the account gates, without side effects.
+-- gate(paused_key, quota_key, block_key, floor, probe): the account gates, without side effects
+-- (floor: quota units kept back; probe '1': a probe of a paused account passes the pause gate).
 -- Returns 'ok' | 'paused' | 'template_blocked' | 'unknown' | 'exhausted'
 local function gate(paused_key, quota_key, block_key, floor, probe)
   if probe ~= '1' and redis.call('EXISTS', paused_key) == 1 then
@@ -17,7 +18,7 @@ local function gate(paused_key, quota_key, block_key, floor, probe)
   return 'ok'
 end
 
--- reserve_unit(quota): take one unit, counted in `inflight` until settled. Returns remaining.
+-- reserve_unit(quota_key): take one unit, counted in `inflight` until settled. Returns remaining.
 local function reserve_unit(quota_key)
   redis.call('HINCRBY', quota_key, 'inflight', 1)
   return redis.call('HINCRBY', quota_key, 'remaining', -1)

@@ -1,4 +1,5 @@
--- observe(quota, reported, daily, mode, expire_at_ms, now_ms): fold a remainingQuota figure in.
+-- observe(key, reported_text, daily, mode, expire_at_ms, now_ms): fold a remainingQuota figure
+-- in (daily: '' if Zalo did not report it).
 --   'sent' after our own send: settles its unit (inflight - 1), then lowers the counter to
 --          Zalo's figure if that is lower (never raises it). Not "figure - inflight": answers
 --          arrive out of order, and a send still in flight for us may already be counted by
@@ -33,7 +34,7 @@ local function observe(key, reported_text, daily, mode, expire_at_ms, now_ms)
   return tonumber(current)
 end
 
--- settle(quota, give_back): settle a reserved unit without a figure from Zalo: give it back
+-- settle(key, give_back): settle a reserved unit without a figure from Zalo: give it back
 -- ('1': Zalo surely did not send) or keep it spent ('0'). Returns the counter, or -1 if gone.
 local function settle(key, give_back)
   if redis.call('HEXISTS', key, 'remaining') == 0 then
@@ -48,7 +49,7 @@ local function settle(key, give_back)
   return tonumber(redis.call('HGET', key, 'remaining'))
 end
 
--- rebase(quota, prev_daily, new_daily, expire_at_ms, now_ms): Zalo changed the OA's daily quota
+-- rebase(key, prev_daily, new_daily, expire_at_ms, now_ms): Zalo changed the OA's daily quota
 -- (webhook change_oa_daily_quota). What was used today stays used, so the counter moves by the
 -- change, never below 0: new minus the daily figure we hold (so a redelivered event moves it
 -- once), or minus the event's previous figure when we hold none. Without a counter only the

@@ -4,16 +4,16 @@ local function now_us()
   return tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
 
--- tat_and_delay(rate, tolerance_us, now): the theoretical arrival time (never in the past) and
--- how long a slot taken at `now` would wait (us; negative: burst credit left).
+-- tat_and_delay(rate_key, tolerance_us, now): the theoretical arrival time (never in the past)
+-- and how long a slot taken at `now` would wait (us; negative: burst credit left).
 local function tat_and_delay(rate_key, tolerance_us, now)
   local tat = math.max(tonumber(redis.call('GET', rate_key) or '0'), now)
   return tat, tat - tolerance_us - now
 end
 
--- rate_slot(rate, cooloff, emission_us, tolerance_us, max_wait_ms): GCRA on Redis server time in
--- microseconds (milliseconds would round the interval: 1000/300 -> 3 ms, 333/s instead of 300),
--- shared by every process and pod. A slot is taken only if its delay is at most max_wait_ms.
+-- rate_slot(rate_key, cooloff_key, emission_us, tolerance_us, max_wait_ms): GCRA on Redis server
+-- time in microseconds (milliseconds would round the interval: 1000/300 -> 3 ms, 333/s instead of
+-- 300), shared by every process and pod. A slot is taken only if its delay is at most max_wait_ms.
 -- emission_us = 1e6 / rate; tolerance_us = emission_us * (burst - 1); emission_us <= 0: no limit.
 -- A cool-off key (set after Zalo's HTTP 429) holds everyone back until it expires.
 -- The key holds the theoretical arrival time in us (a value from an older version, in ms, reads
@@ -42,8 +42,8 @@ local function rate_slot(rate_key, cooloff_key, emission_us, tolerance_us, max_w
   return {'ok', math.ceil(delay / 1000), math.ceil((now + delay) / 1000)}
 end
 
--- rate_wait(rate, cooloff, tolerance_us): how long (ms) a slot taken now would wait, without
--- taking it; a cool-off counts as a wait. 0 when no slot is pending.
+-- rate_wait(rate_key, cooloff_key, tolerance_us): how long (ms) a slot taken now would wait,
+-- without taking it; a cool-off counts as a wait. 0 when no slot is pending.
 local function rate_wait(rate_key, cooloff_key, tolerance_us)
   local cool = redis.call('PTTL', cooloff_key)
   if cool > 0 then

@@ -1,6 +1,7 @@
--- Step status (worker/status.py): one hash per step, secondary indexes by msg_id and tracking_id,
--- deliveries that arrive before their send is recorded, and the journey's order bookkeeping.
--- A state only moves forward: a late 'parked' never hides 'sent', 'delivered' is never undone.
+-- Step status (worker/state/step_status.py): one hash per step, secondary indexes by msg_id and
+-- tracking_id, deliveries that arrive before their send is recorded, and the journey's order
+-- bookkeeping. A state only moves forward: a late 'parked' never hides 'sent', 'delivered' is
+-- never undone.
 local STATUS_RANK = {enqueued = 1, parked = 2, sent = 3, dead_lettered = 3, delivered = 4}
 
 -- advance(st, state): set the step's state unless it is already further along. Returns 1 or 0.
@@ -52,10 +53,12 @@ local function order_done(pending, waiters, parked, member, now_ms)
   return wake_waiters(waiters, parked, now_ms)
 end
 
--- identify(st, a, first): the step's own fields, from ARGV[first..first+5]: idempotency key,
--- step ('' if none), tracking id, journey, phone (masked), template id.
-local function identify(st, first)
-  redis.call('HSET', st, 'idempotency_key', ARGV[first], 'step', ARGV[first + 1],
-    'tracking_id', ARGV[first + 2], 'journey', ARGV[first + 3], 'phone', ARGV[first + 4],
-    'template_id', ARGV[first + 5])
+-- identify(st, idem_key, step, tracking_id, journey, phone, template_id, ...): write the step's
+-- identity on its status hash, then the field/value pairs that follow, in one HSET. Every script
+-- that records a step takes the identity in this order (`step_identity` in
+-- worker/state/step_status.py): step '' when the job has no number, phone masked, journey masked
+-- when it is the phone.
+local function identify(st, idem_key, step, tracking_id, journey, phone, template_id, ...)
+  redis.call('HSET', st, 'idempotency_key', idem_key, 'step', step, 'tracking_id', tracking_id,
+    'journey', journey, 'phone', phone, 'template_id', template_id, ...)
 end
