@@ -50,6 +50,7 @@ def start_maintenance(**_: Any) -> None:
     """Start the maintenance thread once the worker consumes."""
     _health().beat("consumer_at")
     rt = runtime()
+    rt.meta_seal.warm()
     port = rt.settings.celery.metrics_port
     try:
         register_quota_gauge(rt.settings.account_names(), lambda a: rt.quota.view(a).remaining)

@@ -54,9 +54,12 @@ class MetaSeal:
         self._lock = threading.Lock()
 
     def seal(self, meta: StepMeta, job_kwargs: dict[str, Any]) -> dict[str, Any]:
-        """`_meta` for a step published with `job_kwargs`."""
+        """`_meta` for a step published with `job_kwargs`. Never raises: with the key out of
+        reach (the state Redis down before this process first read it) the meta goes unsealed
+        and counts for nothing, so the step still goes out (as a first attempt)."""
         body = {"history": list(meta.history), "probe": meta.probe}
-        return {**body, "seal": self._mac(body, job_kwargs)}
+        mac = self._mac_or_none(body, job_kwargs)
+        return body if mac is None else {**body, "seal": mac}
 
     def open(self, raw: object, job_kwargs: dict[str, Any]) -> StepMeta:
         """The meta `raw` carries if this deployment sealed it for this job; else a first
@@ -66,19 +69,29 @@ class MetaSeal:
         if isinstance(raw, dict) and isinstance(raw.get("seal"), str):
             history, probe = raw.get("history"), raw.get("probe")
             body = {"history": history, "probe": probe}
-            if (
+            well_formed = (
                 isinstance(history, list)
                 and isinstance(probe, bool)
                 and all(isinstance(h, dict) for h in history)
-                and hmac.compare_digest(raw["seal"], self._mac(body, job_kwargs))
-            ):
-                return StepMeta(history=tuple(history), probe=probe)
+            )
+            mac = self._mac_or_none(body, job_kwargs) if well_formed else None
+            if mac is not None and hmac.compare_digest(raw["seal"], mac):
+                return StepMeta(history=tuple(history), probe=probe)  # type: ignore[arg-type]
         log.warning("`%s` ignored: not sealed by this deployment for this job", META_FIELD)
         return StepMeta()
 
-    def _mac(self, body: dict[str, Any], job_kwargs: dict[str, Any]) -> str:
+    def warm(self) -> None:
+        """Read (or make) the key now, so that a later Redis outage does not find it unread."""
+        self._mac_or_none({}, {})
+
+    def _mac_or_none(self, body: dict[str, Any], job_kwargs: dict[str, Any]) -> str | None:
+        try:
+            secret = self._secret()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("meta seal key unreadable (%s): meta not sealed", type(exc).__name__)
+            return None
         text = json.dumps([body, job_kwargs], sort_keys=True, separators=(",", ":"), default=str)
-        return hmac.new(self._secret(), text.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
 
     def _secret(self) -> bytes:
         if self._key is None:
