@@ -1,8 +1,9 @@
 """An independent scanner: checkov's Kubernetes and Dockerfile policies, run offline.
 
-checkov cannot share our virtualenv (it pins celery, redis and packaging to old releases), so a
-session fixture installs a pinned checkov into a virtualenv of its own; the scan itself needs no
-network (`--skip-download`, no API key). The few checks we do not follow are listed with why.
+checkov cannot share our virtualenv (it pins celery, redis and packaging to old releases), so it
+lives in a virtualenv of its own, made once per checkout (tests/side_venv.py); the scan itself
+needs no network (`--skip-download`, no API key). The few checks we do not follow are listed with
+why.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.deploy.manifests import OVERLAY, SECRET_EXAMPLE, load_docs, render
+from tests.side_venv import side_venv
 from tests.support import REPO
 
 CHECKOV = "checkov==3.3.30"  # pinned: a new release adds checks, which must be a deliberate step
@@ -33,19 +34,9 @@ SKIPPED = {
 
 
 @pytest.fixture(scope="session")
-def checkov(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtualenv with nothing but checkov in it."""
-    venv = tmp_path_factory.mktemp("checkov") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", CHECKOV],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert installed.returncode == 0, f"cannot install {CHECKOV}:\n{installed.stderr[-3000:]}"
-    return venv / "bin" / "checkov"
+def checkov() -> Path:
+    """checkov, in a virtualenv with nothing else in it."""
+    return side_venv("checkov", CHECKOV) / "checkov"
 
 
 def _scan(checkov: Path, target: Path, framework: str) -> dict[str, Any]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.side_venv import side_venv
 from tests.support import WorkerProcess, wait_until
 from worker.settings import Settings
 from zns_dev.sandbox.control import SandboxControl
@@ -36,17 +36,9 @@ PRODUCER = textwrap.dedent(
 
 
 @pytest.fixture(scope="session")
-def celery_only_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def celery_only_python() -> Path:
     """A virtualenv holding only celery[redis] (what an app team has)."""
-    venv = tmp_path_factory.mktemp("celery-only") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "celery[redis]>=5.4"],
-        check=True,
-        timeout=600,
-    )
-    return python
+    return side_venv("celery-only", "celery[redis]>=5.4") / "python"
 
 
 def test_producer_with_only_celery_enqueues_by_name_and_the_step_is_sent(
