@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 ## make test: lint, type-check, the test suite (private redis-server, sandbox, real workers) and
 ## the chaos fuzz and SIGTERM tests; the other chaos scenarios run with `make chaos`
 test: lint typecheck
-	$(BIN)/python -m pytest --ignore=tests/chaos
+	$(BIN)/python -m pytest --ignore=tests/chaos --durations=15
 	$(BIN)/python -m pytest tests/chaos/test_fuzz.py tests/chaos/test_graceful_stop.py
 
 ## make chaos: kill -9, SIGTERM, Redis restarts, Zalo faults, quota/night/pause, RabbitMQ, fuzz;
