@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from tests.fakes import FakeClock, store_client
+from tests.rabbitmq import rabbitmq_vhost  # noqa: F401 (a fixture, shared with tests/chaos)
 from tests.support import SANDBOX_CREDENTIALS, RedisServer, WorkerProcess
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings

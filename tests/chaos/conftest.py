@@ -8,19 +8,14 @@ Scenarios marked `chaos_full` are deselected unless `--chaos-full` is given.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
-from kombu import Connection, Exchange, Queue
 
-from tests.chaos.harness import RABBITMQ_URL, Chaos
+from tests.chaos.harness import Chaos
 from tests.chaos.report import Row, format_table, write_json
 from tests.support import REPO
-from worker.messaging.names import QUEUE
 
 FULL_OPTION = "--chaos-full"
 _ROWS = pytest.StashKey[list[Row]]()
@@ -149,27 +144,3 @@ def new_chaos(chaos_dir: Path) -> Iterator[Callable[..., Chaos]]:
     yield build
     for world in reversed(worlds):
         world.__exit__(None, None, None)
-
-
-@pytest.fixture
-def rabbitmq_vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of our own on the machine's broker (guest may use it), deleted after.
-    Without rabbitmqctl: the default vhost "/", with our fixed queue `zns` purged first."""
-    if shutil.which("rabbitmqctl") is None:
-        with Connection(RABBITMQ_URL.format(vhost="/"), connect_timeout=5) as conn:
-            queue = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)(conn.channel())
-            queue.declare()
-            queue.purge()
-        yield "/"
-        return
-    vhost = f"zns-chaos-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, timeout=60)
-    try:
-        subprocess.run(
-            ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-            check=True,
-            timeout=60,
-        )
-        yield vhost
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, timeout=60)

@@ -50,7 +50,6 @@ QUEUE_LISTS = (QUEUE, *(f"{QUEUE}{PRIORITY_SEPARATOR}{p}" for p in (3, 6, 9)))
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 RESULT_KEY = "celery-task-meta-{}"
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/{vhost}"
 
 #: Scenarios run with fast retries and maintenance (FAST_PIPELINE); the Celery timeouts that a
 #: scenario proves (visibility timeout 240 s, claim ttl 150 s) stay at their production defaults.

@@ -20,7 +20,6 @@ from pydantic import SecretStr
 
 from tests.chaos.harness import (
     QUEUE_LISTS,
-    RABBITMQ_URL,
     UNACKED,
     UNACKED_INDEX,
     Chaos,
@@ -31,6 +30,7 @@ from tests.chaos.report import Row
 from tests.chaos.test_fuzz import publish_raw, valid_kwargs
 from tests.chaos.test_redis_restart import down_for_two_seconds
 from tests.chaos.test_redis_restart import scenario as restart_scenario
+from tests.rabbitmq import RABBITMQ_URL
 from worker.errors import InvalidJob, ZaloError
 from worker.messaging.names import TASK_NAME
 from worker.producer import Producer

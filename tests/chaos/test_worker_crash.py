@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.chaos.harness import (
-    RABBITMQ_URL,
     Chaos,
     Step,
     make_steps,
@@ -32,6 +31,7 @@ from tests.chaos.harness import (
     restore_sweep_period_s,
 )
 from tests.chaos.report import Row
+from tests.rabbitmq import RABBITMQ_URL
 from tests.support import WorkerProcess
 from zns_dev.sandbox.config import SandboxConfig
 

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import pytest
-from kombu import Connection, Exchange, Queue
 
+from tests.rabbitmq import rabbitmq_url
 from tests.support import WorkerProcess
-from worker.messaging.names import QUEUE
 from worker.producer import Producer
 from worker.settings import Settings
 from zns_dev.sandbox.control import SandboxControl
 
-AMQP_URL = os.environ.get("ZNS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
-
 
 @pytest.fixture
-def amqp_url() -> str:
-    """The machine's RabbitMQ, with our test queue emptied (CI fails, not skips, without it)."""
-    with Connection(AMQP_URL, connect_timeout=5) as conn:
-        conn.ensure_connection(max_retries=3)
-        queue = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)(conn.channel())
-        queue.declare()
-        queue.purge()
-    return AMQP_URL
+def amqp_url(rabbitmq_vhost: str) -> str:
+    """The machine's RabbitMQ, a vhost of this test's own (tests/rabbitmq.py)."""
+    return rabbitmq_url(rabbitmq_vhost)
 
 
 def test_steps_are_sent_once_with_a_rabbitmq_broker(
