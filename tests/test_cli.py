@@ -318,3 +318,21 @@ def test_an_unreachable_redis_is_one_line_and_exit_3(
     assert len(lines) == 1, done.stderr
     assert "state Redis at redis://:**@127.0.0.1:1/0 cannot be reached" in lines[0]
     assert "s3cret" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["sandbox", "demo", "bench"])
+def test_a_developer_command_without_the_developer_tools_says_how_to_get_them(
+    command: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an install without zns_dev (the image, a wheel from PyPI)
+    monkeypatch.setitem(sys.modules, "zns_dev.commands", None)
+    # When a developer command is asked for
+    code, output = zns(env, command, "--help")
+    # Then it says it is a developer tool and how to install it, with the usage exit code
+    assert code == 2
+    assert "developer tool" in output and "pip install -e ./devtools" in output
+
+
+def test_a_developer_command_hands_its_arguments_over(env: dict[str, str]) -> None:
+    code, output = zns(env, "sandbox", "--help")
+    assert code == 0 and "--access-token-ttl-s" in output.replace("\n", "")

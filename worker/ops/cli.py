@@ -778,7 +778,8 @@ def _dev_command(name: str, summary: str) -> None:
         try:
             commands = importlib.import_module("zns_dev.commands")
         except ModuleNotFoundError:
-            err.print(f"`zns {name}` is a developer tool, not part of this install: {DEV_INSTALL}")
+            message = f"`zns {name}` is a developer tool, not part of this install: {DEV_INSTALL}"
+            err.print(message, soft_wrap=True, markup=False)
             raise typer.Exit(EXIT_USAGE) from None
         commands.app(args=[name, *ctx.args], prog_name="zns")
 
