@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from worker.pipeline.step_meta import MetaSeal, StepMeta
 from worker.state.keys import Keys
@@ -27,7 +29,7 @@ def test_a_sealed_meta_opens_for_its_own_job_only(client: redis.Redis, keys: Key
 
 def test_a_redis_outage_never_stops_a_step_from_going_out(keys: Keys) -> None:
     # Given a worker whose state Redis is unreachable before it ever read the key
-    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    down = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
     seal = MetaSeal(down, keys)
     # When a retry is published and a sealed meta arrives
     unsealed = seal.seal(StepMeta(history=HISTORY), JOB)
