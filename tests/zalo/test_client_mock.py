@@ -441,3 +441,16 @@ def test_requests_carry_our_user_agent_and_every_timeout_and_follow_no_redirect(
     assert request.headers["journey_token"] == JOURNEY.get_secret_value()
     assert set(request.extensions["timeout"]) == {"connect", "read", "write", "pool"}
     assert all(v is not None for v in request.extensions["timeout"].values())
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"remainingQuota": "N/A", "dailyQuota": "500"}, {"remainingQuota": [1]}]
+)
+def test_a_quota_answer_without_a_readable_remaining_quota_is_a_bad_response(
+    data: dict[str, Any],
+) -> None:
+    # The quota call exists for that figure: without it the gate cannot be opened (a send's
+    # own figures, by contrast, are informative and may be missing)
+    client = client_with(answer({"error": 0, "data": data}))
+    with pytest.raises(ZaloBadResponse):
+        client.quota(ACCESS)

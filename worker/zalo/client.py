@@ -155,9 +155,14 @@ class ZaloClient:
         return _parse(TokenInfo, _data(body, CHECK_TOKEN), CHECK_TOKEN)
 
     def quota(self, access_token: SecretStr) -> Quota:
-        """The OA's daily quota (costs no quota)."""
+        """The OA's daily quota (costs no quota). Its remainingQuota is what this call is for:
+        an answer without a readable one is a bad response (a send's quota figures are only
+        informative, see `SendResult`)."""
         body = self._api("GET", QUOTA, access_token)
-        return _parse(Quota, _data(body, QUOTA), QUOTA)
+        quota = _parse(Quota, _data(body, QUOTA), QUOTA)
+        if quota.remaining_quota is None:
+            raise ZaloBadResponse(f"no readable remainingQuota on {QUOTA}", endpoint=QUOTA)
+        return quota
 
     def message_status(self, access_token: SecretStr, message_id: str) -> MessageStatus:
         """Delivery status of a sent message."""
