@@ -336,3 +336,20 @@ def test_a_developer_command_without_the_developer_tools_says_how_to_get_them(
 def test_a_developer_command_hands_its_arguments_over(env: dict[str, str]) -> None:
     code, output = zns(env, "sandbox", "--help")
     assert code == 0 and "--access-token-ttl-s" in output.replace("\n", "")
+
+
+def test_the_dead_letter_table_shows_whole_ids_at_80_columns(
+    env: dict[str, str], runtime: Runtime
+) -> None:
+    # Given a dead letter with a long reason
+    entry = runtime.dead_letters.add(
+        reason="Zalo error -131: " + "template parameter invalid " * 5,
+        error_class="template",
+        code=-131,
+        kwargs={"a": 1},
+        account="default",
+    )
+    # When listed on an 80-column terminal
+    code, output = zns({**env, "COLUMNS": "80"}, "dead-letters", "list")
+    # Then the id that `replay` takes is there whole
+    assert code == 0 and entry.id in output

@@ -282,15 +282,11 @@ def dead_letters_list(
     if as_json:
         _print_json([json.loads(entry.to_json()) for entry in entries])
         return
-    table = Table(
-        "id",
-        "dead at (UTC ms)",
-        "account",
-        "class",
-        "code",
-        "reason",
-        title=f"{rt.dead_letters.count()} dead letters",
-    )
+    table = Table(title=f"{rt.dead_letters.count()} dead letters")
+    table.add_column("id", no_wrap=True, min_width=32)  # whole: `replay` and `purge` take it
+    for name in ("dead at (UTC ms)", "account", "class", "code"):
+        table.add_column(name)
+    table.add_column("reason", overflow="fold")
     for entry in entries:
         table.add_row(
             entry.id,
