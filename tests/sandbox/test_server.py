@@ -52,6 +52,10 @@ def test_module_entry_point_prints_the_ready_line_and_stops_on_sigterm() -> None
         assert line.startswith(READY_PREFIX + "http://127.0.0.1:")
         url = line.removeprefix(READY_PREFIX).strip()
         assert httpx.get(f"{url}/_sandbox/stats").status_code == 200
+        # And the next line tells a worker how to use it: the test credentials, pasteable
+        settings = dict(part.split("=", 1) for part in process.stdout.readline().split()[2:])
+        assert settings["ZNS_API_BASE_URL"] == url and settings["ZNS_APP_ID"] == "sandbox-app"
+        assert settings["ZNS_REFRESH_TOKEN"] == "sandbox-refresh-token"
         process.terminate()
         assert process.wait(10) == 0
     finally:

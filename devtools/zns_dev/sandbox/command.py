@@ -78,7 +78,11 @@ def sandbox_command(  # keyword-only: typer passes options by name
         bool, typer.Option("--allow-remote", help="Allow binding a non-loopback interface.")
     ] = False,
 ) -> None:
-    """Run the sandbox Zalo (API and OAuth on one port) until Ctrl-C."""
+    """Run the sandbox Zalo (API and OAuth on one port) until Ctrl-C.
+
+    It prints, after the address it listens on, the settings a worker needs to use it: its
+    well-known test credentials (ZNS_APP_ID=sandbox-app, ZNS_SECRET_KEY=sandbox-secret,
+    ZNS_ACCESS_TOKEN=sandbox-access-token, ZNS_REFRESH_TOKEN=sandbox-refresh-token)."""
     if not allow_remote and not is_loopback(host):
         typer.echo(
             f"refusing to bind {host}: the sandbox accepts well-known test credentials; "

@@ -47,13 +47,29 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+def credentials_line(config: SandboxConfig, url: str) -> str:
+    """The settings a worker needs to use this sandbox (well-known test values, not secrets)."""
+    settings = {
+        "ZNS_API_BASE_URL": url,
+        "ZNS_OAUTH_BASE_URL": url,
+        "ZNS_APP_ID": config.app_id,
+        "ZNS_SECRET_KEY": config.secret_key,
+        "ZNS_OA_ID": config.oa_id,
+        "ZNS_ACCESS_TOKEN": config.access_token,
+        "ZNS_REFRESH_TOKEN": config.refresh_token,
+    }
+    return "test credentials: " + " ".join(f"{k}={v}" for k, v in settings.items())
+
+
 async def _serve(config: SandboxConfig) -> None:
     runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
     await runner.setup()
     sock = _listen(config.host, config.port)
     site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG, shutdown_timeout=SHUTDOWN_GRACE_S)
     await site.start()
-    print(READY_PREFIX + base_url(config.host, sock.getsockname()[1]), flush=True)
+    url = base_url(config.host, sock.getsockname()[1])
+    print(READY_PREFIX + url, flush=True)
+    print(credentials_line(config, url), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
