@@ -56,6 +56,14 @@ def bench(
 def demo(
     orders: Annotated[int, typer.Option(min=1, max=1000, help="Orders (journeys).")] = 30,
     latency_ms: Annotated[int, typer.Option(min=0, help="Sandbox latency.")] = 100,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this Redis instead of a private redis-server: the demo writes its keys "
+            "there (prefix zns-demo, queue zns, Celery's results) and deletes them at the end."
+        ),
+    ] = None,
 ) -> None:
     """Sandbox Zalo + a worker + a sample logistics journey set, with progress and a summary."""
-    raise typer.Exit(run_demo(orders=orders, latency_ms=latency_ms, console=console))
+    code = run_demo(orders=orders, latency_ms=latency_ms, console=console, redis_url=redis_url)
+    raise typer.Exit(code)

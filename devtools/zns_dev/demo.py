@@ -1,13 +1,13 @@
 """`zns demo`: the sandbox Zalo, a real worker and a logistics journey set, with a summary.
 
-Uses the Redis at ZNS_REDIS_URL (database 15, key prefix `zns-demo`, cleaned up afterwards) or,
-when none answers, a private redis-server on a free port. Never talks to the real Zalo.
+Starts a private redis-server on a free port (stopped afterwards): a demo never touches a Redis
+it did not start, unless told to with `--redis-url` (then it writes its keys there, key prefix
+`zns-demo`, queue `zns`, and deletes them afterwards). Never talks to the real Zalo.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -23,13 +23,12 @@ from rich.table import Table
 
 from worker.producer import Producer
 from worker.runtime import build_runtime
-from worker.settings import DEFAULT_REDIS_URL, Settings
+from worker.settings import Settings
 from zns_dev.localrun import RedisServer, WorkerProcess
 from zns_dev.sandbox.config import SandboxConfig
 from zns_dev.sandbox.control import SandboxControl
 from zns_dev.sandbox.server import running_sandbox
 
-DEMO_DB = 15
 DEMO_PREFIX = "zns-demo"
 CREDENTIALS = {
     "app_id": "sandbox-app",
@@ -49,10 +48,12 @@ WORKER_READY_TIMEOUT_S = 60
 DRAIN_TIMEOUT_S = 300
 
 
-def run_demo(*, orders: int, latency_ms: int, console: Console) -> int:
+def run_demo(
+    *, orders: int, latency_ms: int, console: Console, redis_url: str | None = None
+) -> int:
     """Run the demo end to end; returns the process exit code."""
     with contextlib.ExitStack() as stack:
-        redis_url = _demo_redis(stack, console)
+        redis_url = _demo_redis(stack, console, redis_url)
         if redis_url is None:
             return 2
         console.print(f"[bold]Redis[/bold] {redis_url} (prefix {DEMO_PREFIX})")
@@ -214,29 +215,24 @@ def _worker(settings: Settings, console: Console) -> Iterator[None]:
         worker.stop()
 
 
-def _demo_redis(stack: contextlib.ExitStack, console: Console) -> str | None:
-    base = os.environ.get("ZNS_REDIS_URL", DEFAULT_REDIS_URL)
-    url = _with_db(base, DEMO_DB)
-    if _answers(url):
-        return url
+def _demo_redis(stack: contextlib.ExitStack, console: Console, given: str | None) -> str | None:
+    """The Redis the demo uses: `given` (it must answer), else a private redis-server."""
+    if given is not None:
+        if _answers(given):
+            return given
+        console.print(f"[red]No Redis answers at {given}.[/red]")
+        return None
     if shutil.which("redis-server") is None:
         console.print(
-            f"[red]No Redis answers at {base} and redis-server is not installed.[/red]\n"
+            "[red]The demo starts a private redis-server, and none is installed.[/red]\n"
             "Install one (Debian/Ubuntu: apt-get install redis-server; macOS: brew install "
-            "redis) or point ZNS_REDIS_URL at a running Redis, then run the demo again."
+            "redis), or give a Redis the demo may write to with --redis-url."
         )
         return None
     server = RedisServer().start()
     stack.callback(server.stop)
-    console.print(f"(no Redis at {base}: started a private redis-server)")
-    return _with_db(server.url, DEMO_DB)
-
-
-def _with_db(url: str, db: int) -> str:
-    head, _, tail = url.rpartition("/")
-    if head.startswith(("redis:", "rediss:")) and tail.isdigit():
-        return f"{head}/{db}"
-    return f"{url.rstrip('/')}/{db}"
+    console.print("(a private redis-server, stopped at the end)")
+    return server.url
 
 
 def _answers(url: str) -> bool:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.support import REPO, WorkerProcess, wait_until
@@ -22,11 +23,17 @@ from worker.status import ParkReason
 from zns_dev.sandbox.control import SandboxControl
 
 
-def test_demo_runs_green_and_prints_the_summary(redis_url: str) -> None:
+@pytest.mark.parametrize("given", [False, True])
+def test_demo_runs_green_and_prints_the_summary(redis_url: str, given: bool) -> None:
+    # The demo's own redis-server by default (ZNS_REDIS_URL, pointing at ours, is not used);
+    # with --redis-url, ours: it cleans up after itself there
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZNS_")}
-    env["ZNS_REDIS_URL"] = redis_url  # the demo uses database 15 of it, and cleans up
+    env["ZNS_REDIS_URL"] = redis_url
+    demo_url = redis_url.rsplit("/", 1)[0] + "/15"
+    before = redis.Redis.from_url(redis_url).dbsize()
     done = subprocess.run(
-        [sys.executable, "-m", "worker.ops.cli", "demo", "--orders", "10", "--latency-ms", "0"],
+        [sys.executable, "-m", "worker.ops.cli", "demo", "--orders", "10", "--latency-ms", "0"]
+        + (["--redis-url", demo_url] if given else []),
         cwd=REPO,
         env={**env, "COLUMNS": "160"},
         capture_output=True,
@@ -42,9 +49,11 @@ def test_demo_runs_green_and_prints_the_summary(redis_url: str) -> None:
     assert re.search(r"dead letters\W+3\b", out), out
     assert re.search(r"rejected by the producer\W+9\b", out), out
     assert "No Zalo account" in out
-    leftover = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/15")
+    assert ("a private redis-server" in out) is not given
+    leftover = redis.Redis.from_url(demo_url)
     assert list(leftover.scan_iter(match="zns-demo:*")) == []
     leftover.close()
+    assert redis.Redis.from_url(redis_url).dbsize() == before  # ZNS_REDIS_URL untouched
 
 
 def test_parked_jobs_come_back_when_due_even_if_a_releaser_died(
