@@ -49,3 +49,23 @@ def test_the_probe_loads_no_sandbox_celery_or_stores() -> None:
     ).stdout.split()
     for heavy in ("aiohttp", "zns_dev", "celery", "httpx", "worker.runtime", "worker.state.keys"):
         assert heavy not in loaded, heavy
+
+
+def test_a_stale_heartbeat_says_which_file_and_which_process_wrote_it(tmp_path: Path) -> None:
+    # Given a heartbeat file left by a worker that is gone (another run, another container)
+    path = tmp_path / "h.json"
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    path.write_text(f'{{"consumer_at": 1000, "maintenance_at": 1000, "pid": {gone}}}')
+    # When a probe reads it
+    verdict = HealthFile(path).check(max_age_s=60, now=1091)
+    # Then the answer names the file and the writer, and says the writer is not running
+    assert not verdict.healthy
+    assert str(path) in verdict.reason and f"pid {gone}, which is not running" in verdict.reason
+    # And a live writer is named without that remark
+    HealthFile(path).beat("consumer_at", now=0)
+    assert "not running" not in HealthFile(path).check(max_age_s=60, now=1091).reason

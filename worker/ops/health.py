@@ -50,11 +50,20 @@ class HealthFile:
         for kind in KINDS:
             at = state.get(kind)
             if not isinstance(at, int | float):
-                return Verdict(False, f"{kind} never written")
+                return Verdict(False, f"{kind} never written {self._source(state)}")
             age = current - at
             if age > max_age_s:
-                return Verdict(False, f"{kind} is {age:.0f}s old (limit {max_age_s:.0f}s)")
+                limit = f"limit {max_age_s:.0f}s"
+                return Verdict(False, f"{kind} is {age:.0f}s old ({limit}) {self._source(state)}")
         return Verdict(True, "ok")
+
+    def _source(self, state: dict[str, float | int]) -> str:
+        """Which file, written by which process: a file left by another run says so."""
+        pid = state.get("pid")
+        if not isinstance(pid, int):
+            return f"in {self.path}"
+        alive = "" if _running(pid) else ", which is not running"
+        return f"in {self.path}, written by pid {pid}{alive}"
 
     def _read(self) -> dict[str, float | int] | None:
         try:
@@ -62,3 +71,14 @@ class HealthFile:
         except (OSError, ValueError):
             return None
         return value if isinstance(value, dict) else None
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this pid exists here (the probe runs beside the worker)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
