@@ -163,7 +163,7 @@ def _summary(
     table.add_row("messages sent", str(stats.sends_accepted))
     journeys = len({m.journey_id for m in control.messages()})
     table.add_row("journeys that reached Zalo", str(journeys))
-    table.add_row("journey tokens created", str(stats.journey_tokens_created))
+    table.add_row("journey tokens created", _tokens_row(stats.journey_tokens_created, journeys))
     table.add_row("dead letters", str(runtime.dead_letters.count()))
     table.add_row("quota left (ours / Zalo's)", f"{quota.remaining} / {zalo_quota.remaining_quota}")
     table.add_row(
@@ -257,3 +257,14 @@ def _clean_redis(url: str) -> None:
         pass
     finally:
         client.close()
+
+
+def _tokens_row(created: int, used: int) -> str:
+    """Tokens made, and why some never carried a message (Zalo bills a token with its first)."""
+    unused = created - used
+    if unused <= 0:
+        return str(created)
+    return (
+        f"{created} ({unused} never used: its first send was refused, e.g. no Zalo account; "
+        "Zalo bills a token only with its first message)"
+    )

@@ -49,6 +49,8 @@ def test_demo_runs_green_and_prints_the_summary(redis_url: str, given: bool) -> 
     assert re.search(r"dead letters\W+3\b", out), out
     assert re.search(r"rejected by the producer\W+9\b", out), out
     assert "No Zalo account" in out
+    # the token made for the phone without a Zalo account carried nothing, and the summary says so
+    assert re.search(r"journey tokens created\W+7 \(1 never used", out), out
     assert ("a private redis-server" in out) is not given
     leftover = redis.Redis.from_url(demo_url)
     assert list(leftover.scan_iter(match="zns-demo:*")) == []
