@@ -13,7 +13,13 @@ from zns_dev.bench import Focus, run_bench
 from zns_dev.demo import run_demo
 from zns_dev.sandbox.command import sandbox_command
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="zns developer tools.")
+#: Plain help (not typer's rich panels, which cut long option names at 80 columns).
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="zns developer tools.",
+    rich_markup_mode=None,
+)
 app.command("sandbox")(sandbox_command)
 console = Console()
 
