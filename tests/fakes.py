@@ -14,6 +14,9 @@ import redis
 
 from worker.clock import VIETNAM
 from worker.state.connection import redis_client
+from worker.state.keys import Keys
+from worker.state.ratelimit import RateLimiter
+from worker.state.step_gate import StepGate
 
 T = TypeVar("T")
 
@@ -96,3 +99,25 @@ def store_client(url: str) -> Iterator[redis.Redis]:
     finally:
         client.close()
         client.connection_pool.disconnect()
+
+
+def step_gate(
+    client: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    *,
+    claim_ttl_s: float = 30,
+    retention_s: float = 3600,
+    floor: int = 0,
+) -> StepGate:
+    """The hot path's gate as the runtime builds it, without a rate limit."""
+    limiter = RateLimiter(client, keys, accounts=lambda _: None, max_wait_s=1)
+    return StepGate(
+        client,
+        keys,
+        limiter=limiter,
+        clock=clock,
+        claim_ttl_s=claim_ttl_s,
+        retention_s=retention_s,
+        quota_floor=floor,
+    )

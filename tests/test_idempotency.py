@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 import redis
 
-from tests.fakes import FakeClock, run_in_threads
+from tests.fakes import FakeClock, run_in_threads, step_gate
 from tests.support import wait_until
 from worker.job import Job, parse_job
 from worker.state.idempotency import IdempotencyStore
 from worker.state.keys import Keys
 from worker.state.quota import QuotaStore
-from worker.state.ratelimit import RateLimiter
 from worker.state.step_gate import Begin, Started, StepGate, StepKeys
 
 ACCOUNT = "default"
@@ -37,16 +36,7 @@ def _gate(client: redis.Redis, keys: Keys, clock: FakeClock, claim_ttl_s: float)
     quota = QuotaStore(client, keys, clock=clock)
     for account in (ACCOUNT, "other-oa"):
         quota.set(account, 1000, 1000)
-    limiter = RateLimiter(client, keys, accounts=lambda _: None, max_wait_s=1)
-    return StepGate(
-        client,
-        keys,
-        limiter=limiter,
-        clock=clock,
-        claim_ttl_s=claim_ttl_s,
-        retention_s=RETENTION_S,
-        quota_floor=0,
-    )
+    return step_gate(client, keys, clock, claim_ttl_s=claim_ttl_s, retention_s=RETENTION_S)
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import uuid
 import pytest
 import redis
 
-from tests.fakes import FakeClock, run_in_threads
+from tests.fakes import FakeClock, run_in_threads, step_gate
 from worker.clock import ms, next_quota_reset
 from worker.job import parse_job
 from worker.state.keys import Keys
 from worker.state.quota import QuotaStore, QuotaView
-from worker.state.ratelimit import RateLimiter
 from worker.state.step_gate import Begin, StepGate, StepKeys
 from worker.zalo.models import Quota
 
@@ -29,16 +28,7 @@ def quota(client: redis.Redis, keys: Keys, clock: FakeClock) -> QuotaStore:
 
 def make_gate(client: redis.Redis, keys: Keys, clock: FakeClock, floor: int = 0) -> StepGate:
     """The hot path's gate (no rate limit), keeping `floor` quota units back."""
-    limiter = RateLimiter(client, keys, accounts=lambda _: None, max_wait_s=1)
-    return StepGate(
-        client,
-        keys,
-        limiter=limiter,
-        clock=clock,
-        claim_ttl_s=30,
-        retention_s=3600,
-        quota_floor=floor,
-    )
+    return step_gate(client, keys, clock, floor=floor)
 
 
 @pytest.fixture
