@@ -313,6 +313,38 @@ def test_probe_after_exhaustion_discounts_sends_in_flight(
     assert reserve(gate) is Begin.EXHAUSTED
 
 
+def test_probe_discounts_sends_settled_while_it_was_on_its_way(
+    quota: QuotaStore, gate: StepGate
+) -> None:
+    # Given 10 units, 2 sends reserved, and a probe that reads the settled count before its call
+    quota.init(ACCOUNT, 10, 10)
+    first, second = step(), step()
+    for keys in (first, second):
+        assert gate.begin(keys, owner="task", probe=False).state is Begin.OK
+    settled_before = quota.settled(ACCOUNT)
+    # When Zalo answers the probe "10" before it counts either send, and both sends settle
+    # (Zalo reports 9 then 8) before the probe's figure is folded in
+    send(gate, first, reported=9)
+    send(gate, second, reported=8)
+    # Then the fold does not take the stale 10 for today's truth: both sends stay counted
+    assert quota.set(ACCOUNT, 10, 10, settled_before=settled_before) == 8
+    # And without the settled count the same fold over-counts by the two sends
+    assert quota.set(ACCOUNT, 10, 10) == 10
+
+
+def test_a_send_kept_spent_without_a_figure_counts_as_settled(
+    quota: QuotaStore, gate: StepGate
+) -> None:
+    quota.init(ACCOUNT, 5, 5)
+    before = quota.settled(ACCOUNT)
+    assert reserve(gate) is Begin.OK
+    quota.release(ACCOUNT, give_back=False)  # Zalo may have sent it
+    assert quota.settled(ACCOUNT) == before + 1
+    assert reserve(gate) is Begin.OK
+    quota.release(ACCOUNT, give_back=True)  # Zalo surely did not
+    assert quota.settled(ACCOUNT) == before + 1
+
+
 def test_concurrent_first_probes_keep_reservations(quota: QuotaStore, gate: StepGate) -> None:
     quota.init(ACCOUNT, 100, 100)
     assert reserve(gate) is Begin.OK

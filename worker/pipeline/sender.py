@@ -143,11 +143,14 @@ class JourneySender:
         """Ask Zalo for the quota (free of charge) and fold it in; returns our counter.
 
         `first`: the counter is unknown; concurrent first probes keep the first figure."""
+        settled_before = self._s.quota.settled(account)
         quota = self._access.call(account, lambda grant: self._client().quota(grant.token))
         if quota.remaining_quota is None:
             return None
         fold = self._s.quota.init if first else self._s.quota.set
-        return fold(account, quota.remaining_quota, quota.daily_quota)
+        return fold(
+            account, quota.remaining_quota, quota.daily_quota, settled_before=settled_before
+        )
 
     # -- begin -----------------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ decremented once per send before the call, given back when Zalo surely did not s
 (never raised) by the figure each send reports, since sends still in flight are already subtracted.
 It expires at the assumed reset (midnight Asia/Ho_Chi_Minh); a probe or a reset sets it anew.
 Reserved units are counted in `inflight` until settled, so a probe's figure (which may not yet
-count our sends in flight) is read as `figure - inflight`. A worker that dies mid-send leaves its
-unit in `inflight`: the counter errs low (never over quota) until the next probe or reset.
+count our sends in flight) is read as `figure - inflight`, less the sends settled while the probe
+was on its way (`settled`, counted per send settled as spent). A worker that dies mid-send leaves
+its unit in `inflight`: the counter errs low (never over quota) until the next probe or reset.
 """
 
 from __future__ import annotations
@@ -55,13 +56,22 @@ class QuotaStore:
         """Settle our send's unit and fold Zalo's figure in (lowers the counter, never raises)."""
         return self._fold(account, remaining, daily, "sent")
 
-    def init(self, account: str, remaining: int, daily: int | None) -> int:
-        """Start the counter from a probe, unless another process already did."""
-        return self._fold(account, remaining, daily, "init")
+    def settled(self, account: str) -> int:
+        """Sends settled as spent so far: read before a probe, given to `init`/`set` after it."""
+        return int(self._client.hget(self._keys.quota(account), "settled") or 0)
 
-    def set(self, account: str, remaining: int, daily: int | None) -> int:
-        """Take Zalo's figure (minus sends in flight) after exhaustion or a reset."""
-        return self._fold(account, remaining, daily, "set")
+    def init(
+        self, account: str, remaining: int, daily: int | None, *, settled_before: int | None = None
+    ) -> int:
+        """Start the counter from a probe, unless another process already did."""
+        return self._fold(account, remaining, daily, "init", settled_before)
+
+    def set(
+        self, account: str, remaining: int, daily: int | None, *, settled_before: int | None = None
+    ) -> int:
+        """Take Zalo's figure after exhaustion or a reset, less the sends in flight and those
+        settled since `settled_before` (read before the probe)."""
+        return self._fold(account, remaining, daily, "set", settled_before)
 
     def rebase(self, account: str, new_daily: int, *, prev_daily: int | None = None) -> int | None:
         """Zalo changed the daily quota: move the counter by the change (once, however often the
@@ -92,21 +102,42 @@ class QuotaStore:
             inflight=_opt_int(raw.get("inflight")) or 0,
         )
 
-    def _fold(self, account: str, remaining: int, daily: int | None, mode: str) -> int:
+    def _fold(
+        self,
+        account: str,
+        remaining: int,
+        daily: int | None,
+        mode: str,
+        settled_before: int | None = None,
+    ) -> int:
         keys, args = quota_observe_args(
-            self._keys, account, reported=remaining, daily=daily, mode=mode, now=self._clock()
+            self._keys,
+            account,
+            reported=remaining,
+            daily=daily,
+            mode=mode,
+            now=self._clock(),
+            settled_before=settled_before,
         )
         return int(self._observe(keys=keys, args=args))
 
 
 def quota_observe_args(
-    keys: Keys, account: str, *, reported: int, daily: int | None, mode: str, now: float
+    keys: Keys,
+    account: str,
+    *,
+    reported: int,
+    daily: int | None,
+    mode: str,
+    now: float,
+    settled_before: int | None = None,
 ) -> tuple[list[str], list[str | int]]:
     """quota_observe.lua's KEYS and ARGV (mode: 'sent' | 'init' | 'set')."""
     daily_arg = "" if daily is None else daily
+    before = "" if settled_before is None else settled_before
     return (
         [keys.quota(account)],
-        [reported, daily_arg, mode, ms(next_quota_reset(now)), ms(now)],
+        [reported, daily_arg, mode, ms(next_quota_reset(now)), ms(now), before],
     )
 
 

@@ -6,8 +6,10 @@
 -- ARGV[3] mode           'sent' | 'init' | 'set' (see observe() in lib/quota.lua)
 -- ARGV[4] expire_at_ms   when the counter expires (the next reset)
 -- ARGV[5] now_ms
+-- ARGV[6] settled_before  the `settled` count read before the probe's HTTP call ('' if unknown)
 -- Returns the counter after the update.
 local quota_hash = KEYS[1]
 local reported, daily, mode, expire_at_ms, now_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local settled_before = ARGV[6]
 
-return observe(quota_hash, reported, daily, mode, expire_at_ms, now_ms)
+return observe(quota_hash, reported, daily, mode, expire_at_ms, now_ms, settled_before)

@@ -1,5 +1,5 @@
--- observe(key, reported_text, daily, mode, expire_at_ms, now_ms): fold a remainingQuota figure
--- in (daily: '' if Zalo did not report it).
+-- observe(key, reported_text, daily, mode, expire_at_ms, now_ms, settled_before): fold a
+-- remainingQuota figure in (daily: '' if Zalo did not report it).
 --   'sent' after our own send: settles its unit (inflight - 1), then lowers the counter to
 --          Zalo's figure if that is lower (never raises it). Not "figure - inflight": answers
 --          arrive out of order, and a send still in flight for us may already be counted by
@@ -8,17 +8,34 @@
 --          we have in flight;
 --   'init' a first probe: sets the counter only if none exists (concurrent first probes must
 --          not overwrite reservations already taken);
---   'set'  a probe after exhaustion or a reset: Zalo's figure minus the sends in flight.
+--   'set'  a probe after exhaustion or a reset: Zalo's figure minus the sends in flight, and
+--          minus the sends settled since the probe began (settled_before: the `settled` count
+--          read before the probe's HTTP call, '' if unknown). A send Zalo accepted after
+--          answering the probe but settled before this fold is in neither figure otherwise.
+--          Both subtractions may count a send Zalo's figure already holds: the counter errs
+--          low, never high.
+-- Every send settled as spent counts once in `settled`.
 -- Returns the counter after the update.
-local function observe(key, reported_text, daily, mode, expire_at_ms, now_ms)
+local function settled_since(key, settled_before)
+  local before = tonumber(settled_before)
+  if before == nil then
+    return 0
+  end
+  return math.max(tonumber(redis.call('HGET', key, 'settled') or '0') - before, 0)
+end
+
+local function observe(key, reported_text, daily, mode, expire_at_ms, now_ms, settled_before)
   local inflight = tonumber(redis.call('HGET', key, 'inflight') or '0')
-  if mode == 'sent' and inflight > 0 then
-    inflight = redis.call('HINCRBY', key, 'inflight', -1)
+  if mode == 'sent' then
+    redis.call('HINCRBY', key, 'settled', 1)
+    if inflight > 0 then
+      inflight = redis.call('HINCRBY', key, 'inflight', -1)
+    end
   end
   local current = redis.call('HGET', key, 'remaining')
   local candidate = tonumber(reported_text)
   if mode ~= 'sent' then
-    candidate = math.max(candidate - inflight, 0)
+    candidate = math.max(candidate - inflight - settled_since(key, settled_before), 0)
   end
   local take = (mode == 'set') or (current == false)
     or (mode == 'sent' and candidate < tonumber(current))
@@ -46,6 +63,7 @@ local function settle(key, give_back)
   if give_back == '1' then
     return redis.call('HINCRBY', key, 'remaining', 1)
   end
+  redis.call('HINCRBY', key, 'settled', 1)
   return tonumber(redis.call('HGET', key, 'remaining'))
 end
 
