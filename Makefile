@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo sandbox bench clean chaos
+.PHONY: test lint typecheck unit demo sandbox bench clean chaos monitoring-tools
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required: install python3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -24,9 +24,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## promtool and prometheus for tests/monitoring (Debian's `prometheus` package), installed once
+## when missing and apt-get runs as root (CI); elsewhere those tests skip with one line (fail in CI)
+APT_PROMETHEUS := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+monitoring-tools:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { $(APT_PROMETHEUS) >/dev/null 2>&1 || { apt-get update -qq && $(APT_PROMETHEUS) >/dev/null; }; }; } || \
+	  echo "promtool not installed (needs root and apt-get): tests/monitoring will be skipped"
+
 ## make test: lint, type-check, the test suite (private redis-server, sandbox, real workers) and
 ## the chaos fuzz and SIGTERM tests; the other chaos scenarios run with `make chaos`
-test: lint typecheck
+test: lint typecheck monitoring-tools
 	$(BIN)/python -m pytest --ignore=tests/chaos --durations=15
 	$(BIN)/python -m pytest tests/chaos/test_fuzz.py tests/chaos/test_graceful_stop.py
 

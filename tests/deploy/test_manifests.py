@@ -28,15 +28,20 @@ from tests.deploy.manifests import (
     manifest_files,
     render,
 )
+from tests.monitoring.prometheusrule_schema import PROMETHEUS_RULE
 
 #: The oldest Kubernetes we support (policy/v1 PDBs, seccompProfile fields) and the newest known.
 K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 
 
 def validate(doc: Doc, version: str) -> None:
-    """Kubernetes schema (strict: unknown fields fail) or, for KEDA, our CRD schema."""
+    """Kubernetes schema (strict: unknown fields fail) or, for KEDA and the Prometheus operator,
+    our CRD schemas."""
     if doc["apiVersion"].startswith("keda.sh/"):
         jsonschema.validate(doc, SCHEMAS[doc["kind"]])
+        return
+    if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+        jsonschema.validate(doc, PROMETHEUS_RULE)
         return
     kubernetes_validate.validate(doc, version, strict=True)
 
