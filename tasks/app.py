@@ -47,7 +47,13 @@ def _logging(loglevel: str | int | None = None, **_: Any) -> None:
 
 
 @worker_ready.connect
-def _tune_memory(**_: Any) -> None:
+def _tune_memory_soon(**_: Any) -> None:
+    """Tune memory on a thread of its own: the full collection takes ~50 ms, and this signal
+    holds the consumer's loop, so the first job would wait for it."""
+    threading.Thread(target=_tune_memory, name="zns-tune-memory", daemon=True).start()
+
+
+def _tune_memory() -> None:
     """Once the worker is up: leave what start-up built out of every later collection
     (`gc.freeze`), collect the young generation less often, and map large buffers
     (worker/ops/malloc.py)."""

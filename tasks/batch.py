@@ -41,7 +41,14 @@ from kombu.exceptions import OperationalError
 
 from tasks import envelope
 from tasks.app import app, runtime
-from tasks.step import INFRA_RETRY_S, Again, dead_letter_invalid, publish_within_budget, run_step
+from tasks.step import (
+    INFRA_RETRY_S,
+    Again,
+    Waits,
+    dead_letter_invalid,
+    publish_within_budget,
+    run_step,
+)
 from worker.errors import ErrorClass
 from worker.job import masked_kwargs_repr
 from worker.messaging.celery_app import publish_batch, publish_step
@@ -87,6 +94,7 @@ class _BatchRun:
         self._results: list[tuple[str, dict[str, Any]]] = []
         self._counts: Counter[str] = Counter()
         self._started: set[str] = set()
+        self._waiting: list[tuple[str, Waits]] = []
         #: (type, fields) of the steps' task events, kept with their own timestamps.
         self._events: list[tuple[str, dict[str, Any]]] | None = (
             [] if runtime().settings.celery.task_events else None
@@ -138,6 +146,9 @@ class _BatchRun:
             case Again():
                 self._alone(step_id, result.kwargs(), result.countdown, "retried")
                 return False
+            case Waits():
+                self._waiting.append((step_id, result))
+                return False
         self._results.append((step_id, result))
         self._counts[str(result.get("status"))] += 1
         runtime_s = time.perf_counter() - started
@@ -154,6 +165,28 @@ class _BatchRun:
         self._counts[count] += 1
         self._event("task-retried", step_id, exception=f"Retry in {countdown:.1f}s")
 
+    def _to_lanes(self) -> None:
+        """The steps that wait for their account's capacity go to its lanes (one round trip),
+        each under its own task id with the batch's link; if the lanes are out of reach (state
+        Redis down) each goes out alone with a countdown instead."""
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        link = [dict(self._link)] if self._link is not None else None
+        try:
+            for front in (False, True):
+                entries = [w.entry(step_id, link) for step_id, w in waiting if w.front is front]
+                runtime().lanes.push(entries, front=front)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("state Redis unavailable (%s); waiting steps retried", type(exc).__name__)
+            for step_id, waits in waiting:
+                again = Again(waits.job, waits.meta, INFRA_RETRY_S, cause=exc)
+                self._alone(step_id, again.kwargs(), INFRA_RETRY_S, "retried")
+            return
+        for step_id, waits in waiting:
+            self._counts["waiting"] += 1
+            self._event("task-retried", step_id, exception=f"waits in its lane ({waits.why})")
+
     def _hand_on(self, rest: list[tuple[str, dict[str, Any]]]) -> None:
         log.warning("batch past its time limit: %d steps go out again as a new batch", len(rest))
         link = dict(self._link) if self._link is not None else None
@@ -161,7 +194,9 @@ class _BatchRun:
         self._counts["handed_on"] += len(rest)
 
     def _settle(self) -> None:
-        """Store the finished steps' results (one round trip), then call their links."""
+        """Put the waiting steps in their lanes, store the finished steps' results (one round
+        trip), then call their links."""
+        self._to_lanes()
         done, self._results = self._results, []
         if not done:
             return

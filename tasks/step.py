@@ -14,6 +14,7 @@ from typing import Any, NoReturn, assert_never
 import redis
 from celery import Task
 from celery.exceptions import Reject
+from celery.exceptions import Retry as CeleryRetry
 
 from tasks.app import app, runtime
 from worker import metrics
@@ -21,9 +22,20 @@ from worker.errors import WAITS, ErrorClass, InvalidJob
 from worker.job import Job, parse_job
 from worker.logs import current_account
 from worker.messaging.names import QUEUE, TASK_NAME
-from worker.pipeline.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
+from worker.pipeline.outcomes import (
+    AlreadyDead,
+    DeadLetter,
+    Duplicate,
+    Outcome,
+    Park,
+    Queued,
+    Retry,
+    Sent,
+)
 from worker.pipeline.sender import Attempt
 from worker.pipeline.step_meta import META_FIELD, StepMeta
+from worker.state.lanes import LaneEntry
+from worker.state.step_gate import ReleasedSlot
 
 log = logging.getLogger(__name__)
 INFRA_RETRY_S = 5.0  # Redis restarts (failover, AOF reload) take seconds
@@ -50,8 +62,30 @@ class Again:
         return {**kwargs, META_FIELD: runtime().meta_seal.seal(self.meta, kwargs)}
 
 
-StepResult = dict[str, Any] | Again
-"""A step's final result (the task result a producer reads), or when to run it again."""
+@dataclass(frozen=True)
+class Waits:
+    """The step waits in its account's lane (worker/state/lanes.py) until a feeder releases it."""
+
+    job: Job
+    meta: StepMeta
+    why: str
+    front: bool = False  # released once already: back at the head of its lane
+
+    def entry(
+        self,
+        task_id: str,
+        link: list[dict[str, Any]] | None = None,
+        link_error: list[dict[str, Any]] | None = None,
+    ) -> LaneEntry:
+        """The lane entry: the step as it will be published again, under its own task id."""
+        job = self.job
+        return LaneEntry(
+            task_id, job.account, job.priority, job.kwargs(), self.meta.history, link, link_error
+        )
+
+
+StepResult = dict[str, Any] | Again | Waits
+"""A step's final result (the task result a producer reads), or when and how it runs again."""
 
 
 @app.task(
@@ -71,6 +105,8 @@ def send_journey_step(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]: 
     match run_step(task_id, kwargs):
         case Again() as again:
             _reschedule(self, again)
+        case Waits() as waits:
+            _wait_in_lane(self, waits)
         case result:
             return result
 
@@ -102,6 +138,7 @@ def _run(job: Job, meta: StepMeta, task_id: str, defer_token_wait: bool) -> Step
         probe=meta.probe,
         history=history,
         defer_token_wait=defer_token_wait,
+        released=None if meta.slot is None else ReleasedSlot(meta.slot, task_id),
     )
     try:
         outcome = runtime().sender.process(job, attempt)
@@ -127,6 +164,8 @@ def _result(job: Job, meta: StepMeta, outcome: Outcome, defer_token_wait: bool) 
                 job, meta.with_error(outcome.error), outcome.delay_s, kind=kind,
                 reason=outcome.reason,
             )  # fmt: skip
+        case Queued():
+            return Waits(job, StepMeta(history=meta.history), outcome.why, outcome.front)
         case Park():
             return {
                 "status": "parked",
@@ -156,6 +195,30 @@ def _reschedule(task: Task, again: Again) -> NoReturn:  # type: ignore[type-arg]
 
     publish_within_budget(retry, (Reject,))
     raise AssertionError("unreachable: Task.retry always raises")  # pragma: no cover
+
+
+def _wait_in_lane(task: Task, waits: Waits) -> NoReturn:  # type: ignore[type-arg]
+    """Put the step in its account's lane, then end this run as Celery's retry does (state
+    RETRY, message acked): the feeder publishes it again under the same task id, with its
+    callbacks. If the lane is out of reach (state Redis down), it is rescheduled instead."""
+    request = task.request
+    entry = waits.entry(
+        str(request.id), _signatures(request.callbacks), _signatures(request.errbacks)
+    )
+    try:
+        runtime().lanes.push([entry], front=waits.front)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
+        _reschedule(task, Again(waits.job, waits.meta, INFRA_RETRY_S, cause=exc))
+    raise CeleryRetry(f"waits in its account's {waits.job.priority.value} lane ({waits.why})")
+
+
+def _signatures(value: object) -> list[dict[str, Any]] | None:
+    """A request's callbacks as the dicts Celery serialises them to (None: none)."""
+    if not value:
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    return [dict(item) for item in items if isinstance(item, dict)] or None
 
 
 def publish_within_budget(

@@ -19,6 +19,7 @@ from worker.job import parse_job
 from worker.messaging.names import BATCH_TASK_NAME, QUEUE
 from worker.ops.cli import EXIT_UNAVAILABLE, app
 from worker.runtime import Runtime
+from worker.state.keys import Keys
 from worker.state.step_gate import Begin, StepKeys
 from worker.status import ParkReason
 from zns_dev.sandbox.control import SandboxControl
@@ -94,7 +95,36 @@ def test_enqueue_file_all_or_nothing_then_skip_invalid(
     code, output = zns(env, "enqueue", "--file", str(path), "--skip-invalid")
     assert code == 1  # something was rejected: the exit code says so
     assert "enqueued 5, rejected 2" in output
-    assert queued(redis_url) == 5
+    assert in_lane(redis_url, "bulk") == 5
+
+
+def in_lane(redis_url: str, lane: str, account: str = "default") -> int:
+    """Journey steps waiting in an account's lane."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.llen(Keys("zns").lane(account, lane)))
+    finally:
+        client.close()
+
+
+def test_enqueue_lanes_file_bulk_by_default_single_realtime(
+    env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    job = {"phone": "0987654321", "template_id": "7", "template_data": {"a": 1}}
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("\n".join(json.dumps({**job, "idempotency_key": f"k{i}"}) for i in range(3)))
+    # A file is a bulk run: into the account's bulk lane, not the shared queue
+    assert zns(env, "enqueue", "--file", str(path))[0] == 0
+    assert (queued(redis_url), in_lane(redis_url, "bulk")) == (0, 3)
+    # unless told otherwise
+    assert zns(env, "enqueue", "--file", str(path), "--lane", "realtime")[0] == 0
+    assert queued(redis_url) == 3
+    # A single job goes to the queue, as a bulk one if asked; a made-up lane is refused
+    flags = ["--phone", "0987654321", "--template-id", "7", "--data", '{"a": 1}']
+    assert zns(env, "enqueue", *flags, "--lane", "bulk")[0] == 0
+    assert queued(redis_url) == 4
+    code, output = zns(env, "enqueue", *flags, "--lane", "urgent")
+    assert code == 2 and "--lane must be realtime or bulk" in output
 
 
 def test_enqueue_missing_file(env: dict[str, str], tmp_path: Path) -> None:
@@ -356,3 +386,22 @@ def test_the_dead_letter_table_shows_whole_ids_at_80_columns(
     code, output = zns({**env, "COLUMNS": "80"}, "dead-letters", "list")
     # Then the id that `replay` takes is there whole
     assert code == 0 and entry.id in output
+
+
+def test_worker_runs_celery_in_process_without_mingle_or_gossip(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given `zns worker`, with Celery itself replaced by a recorder
+    seen: list[list[str]] = []
+    monkeypatch.setattr("worker.ops.cli._run_celery", seen.append)
+    # When it starts
+    code, output = zns(env, "worker", "-c", "4")
+    # Then Celery runs our app on our queue, threads pool, without the 1 s mingle wait
+    assert code == 0, output
+    (args,) = seen
+    assert args[:3] == ["-A", "tasks.app", "worker"]
+    assert {"--without-mingle", "--without-gossip"} <= set(args)
+    assert "--without-heartbeat" not in args  # the consumer's heartbeat feeds `zns check`
+    assert args[args.index("-P") + 1] == "threads"
+    assert args[args.index("-Q") + 1] == QUEUE
+    assert args[args.index("-c") + 1] == "4"

@@ -17,6 +17,7 @@ from worker.messaging.broker import pop_many_args
 from worker.messaging.result_backend import store_result_args
 from worker.state.idempotency import finish_args, release_args, reopen_args
 from worker.state.keys import Keys
+from worker.state.lanes import ReleaseLimits, lane_release_args
 from worker.state.locks import unlock_args
 from worker.state.ordering import order_wait_args
 from worker.state.parking import ParkedJob, park_claim_due_args
@@ -92,6 +93,9 @@ BUILDERS: dict[str, Builder] = {
         KEYS, "a", prev_daily=None, new_daily=1, now=1.0
     ),
     "state/rate_slot": lambda: rate_slot_args(KEYS, "a", RateParams(1, 0), max_wait_ms=0),
+    "state/lane_release": lambda: lane_release_args(
+        KEYS, "a", ReleaseLimits(RateParams(1, 0), 1, 1, 1), lease_ms=1, grace_ms=1
+    ),
     "state/park_claim_due": lambda: park_claim_due_args(KEYS, "a", now_ms=1, lease_ms=1, limit=1),
     "state/unlock": lambda: unlock_args("lock", "holder"),
     "tokens/journey_token_drop": lambda: journey_token_drop_args("jt", "j"),

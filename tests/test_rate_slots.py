@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import settings_from
 from worker.job import Job, parse_job
-from worker.pipeline.outcomes import Retry, Sent
+from worker.pipeline.outcomes import Queued, Sent
 from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime, build_runtime
 from worker.settings import AccountSettings
@@ -70,8 +70,7 @@ def test_a_new_journey_is_refused_before_its_token_call_when_no_slot_is_near(
 ) -> None:
     assert isinstance(limited.sender.process(_job("j1"), _attempt()), Sent)
     outcome = limited.sender.process(_job("j2"), _attempt())  # the next slot is ~1 s away
-    assert isinstance(outcome, Retry)
-    assert outcome.error["class"] == "throttled"
+    assert outcome == Queued("rate")  # it waits in its lane, holding no thread
     assert control.stats().calls["get-token"] == 1  # no token made for a step that must wait
 
 
@@ -90,15 +89,13 @@ def test_a_refused_late_slot_gives_the_claim_and_the_unit_back(
     units_before = limited.quota.view("default").remaining
     job = _job("j1")
     outcome = limited.sender.process(job, _attempt())
-    assert isinstance(outcome, Retry)
-    assert outcome.error["class"] == "throttled"
-    assert 0 < outcome.delay_s <= 1.06 * 1.5  # the next slot, spread by up to half again
+    assert outcome == Queued("rate")  # it waits in its lane for the feeder's slot
     assert control.stats().calls["get-token"] == 1
     assert control.stats().calls.get("send", 0) == 0
     assert limited.idempotency.state("default", job.idempotency_key) is None  # claim released
     assert limited.quota.view("default").remaining == units_before  # unit given back
     monkeypatch.undo()
-    time.sleep(outcome.delay_s + 0.05)
+    time.sleep(1.1)  # the next slot, one interval (1 s plus the headroom) on
     assert isinstance(limited.sender.process(job, _attempt()), Sent)
     assert control.stats().calls["get-token"] == 1  # the token made the first time was kept
 

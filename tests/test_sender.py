@@ -19,7 +19,7 @@ from worker.pipeline.outcomes import DeadLetter, Duplicate, Park, Retry, Sent
 from worker.pipeline.policy import NIGHT_DAYTIME_RETRY_S
 from worker.pipeline.sender import Attempt
 from worker.runtime import Runtime
-from worker.state.step_gate import Begin, StepKeys
+from worker.state.step_gate import Begin, Finished, StepKeys
 from worker.status import ParkReason
 from worker.tokens.access import ACCESS_ROUNDS
 from zns_dev.sandbox.control import SandboxControl
@@ -234,10 +234,10 @@ def _finish_fails(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, times: int)
     failures = iter(range(times))
     pauses: list[float] = []
 
-    def flaky(*args: Any, **kwargs: Any) -> None:
+    def flaky(*args: Any, **kwargs: Any) -> Finished:
         if next(failures, None) is not None:
             raise redis.ConnectionError("Connection refused")
-        real(*args, **kwargs)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(gate, "finish_sent", flaky)
     monkeypatch.setattr(runtime.sender, "_sleep", pauses.append)

@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import re
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
@@ -48,8 +49,18 @@ PUBLIC_FIELDS = frozenset(
         "tracking_id",
         "account",
         "step",
+        "lane",
     }
 )
+
+
+class Lane(StrEnum):
+    """How urgent a step is within its account: a realtime step overtakes the account's bulk
+    backlog (both count against the account's one rate limit and quota)."""
+
+    REALTIME = "realtime"  # a parcel out for delivery now; the default for a single step
+    BULK = "bulk"  # a billing run's 500k notices, drained at the account's rate
+
 
 FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # JSON has no inf/nan
 ParamValue = StrictStr | StrictInt | FiniteFloat
@@ -70,6 +81,13 @@ class Job(BaseModel):
     account: str = Field(default=DEFAULT_ACCOUNT, pattern=rf"\A{ACCOUNT_NAME.pattern}\z")
     #: Position in its journey: sent after the journey's lower steps (worker/state/ordering.py).
     step: StrictInt | None = Field(default=None, ge=1, le=MAX_STEP)
+    #: None (not sent) reads as realtime: bare `send_task` producers keep their kwargs as they are.
+    lane: Lane | None = None
+
+    @property
+    def priority(self) -> Lane:
+        """The step's lane (realtime unless it says bulk)."""
+        return self.lane or Lane.REALTIME
 
     @field_validator("template_data")
     @classmethod
@@ -95,7 +113,7 @@ class Job(BaseModel):
 
     def kwargs(self) -> dict[str, Any]:
         """The public task kwargs for this job (what a producer enqueues)."""
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True)
 
     def kwargs_repr(self) -> str:
         """What Celery logs and Flower show instead of the kwargs: the phone masked."""

@@ -59,10 +59,21 @@ RESULT_ROUND_TRIPS = Counter(
     "zns_result_round_trips_total",
     "Round trips of the task-result writes (a bulk batch's results are one), from this process.",
 )
-RATE_LIMITED = Counter(
-    "zns_rate_limited_total",
-    "Steps rescheduled because the global rate limit was reached.",
-    ["account"],
+QUEUED = Counter(
+    "zns_lane_waits_total",
+    "Steps that joined their account's lane: why is 'rate' (no rate-limit slot soon enough),"
+    " 'lane' (steps of the account wait ahead) or 'cap' (in-flight cap reached).",
+    ["account", "why"],
+)
+RELEASED = Counter(
+    "zns_lane_released_total", "Steps a feeder released from a lane.", ["account", "lane"]
+)
+ENQUEUE_TO_SENT = Histogram(
+    "zns_enqueue_to_sent_seconds",
+    "From the step's enqueue to Zalo's acceptance, by lane (steps whose enqueue the producer API"
+    " recorded).",
+    ["account", "lane"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
 )
 ORDER_OVERDUE = Counter(
     "zns_order_overdue_total",

@@ -17,6 +17,7 @@ from worker.state.connection import redis_client
 from worker.state.deadletters import DeadLetterStore
 from worker.state.idempotency import IdempotencyStore
 from worker.state.keys import Keys
+from worker.state.lanes import LaneStore
 from worker.state.ordering import StepOrder
 from worker.state.parking import ParkingLot
 from worker.state.pauses import AccountState
@@ -53,6 +54,7 @@ class Runtime:
     order: StepOrder
     sender: JourneySender
     meta_seal: MetaSeal
+    lanes: LaneStore
 
     def close(self) -> None:
         """Release connections."""
@@ -122,6 +124,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
             claim_ttl_s=p.claim_ttl_s,
             retention_s=p.idempotency_retention_s,
             quota_floor=p.quota_reserve,
+            max_in_flight=lambda name: _max_in_flight(settings, name),
         ),
         stores=Stores(
             idempotency=idempotency,
@@ -167,7 +170,13 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         order=order,
         sender=sender,
         meta_seal=MetaSeal(client, keys),
+        lanes=LaneStore(client, keys, lease_s=p.lane_lease_s, grace_s=p.lane_lease_s),
     )
+
+
+def _max_in_flight(settings: Settings, account: str) -> int:
+    configured = settings.account(account)
+    return configured.max_in_flight if configured else 0
 
 
 def _token_type(settings: Settings, account: str) -> str:

@@ -41,6 +41,8 @@ ZALO_OAUTH_BASE_URL = "https://oauth.zaloapp.com"
 
 #: Bulk enqueue: journey steps per broker message (`PipelineSettings.steps_per_message`).
 DEFAULT_STEPS_PER_MESSAGE = 10
+#: An account's steps in flight at once, across every pod (`AccountSettings.max_in_flight`).
+DEFAULT_MAX_IN_FLIGHT = 100
 
 
 class HttpSettings(BaseModel):
@@ -60,7 +62,8 @@ class CelerySettings(BaseModel):
     visibility_timeout_s: int = Field(default=240, ge=30)
     soft_time_limit_s: int = Field(default=60, ge=5)  # a step is a few HTTP calls of <= 10 s
     time_limit_s: int = Field(default=90, ge=10)
-    concurrency: int = Field(default=32, ge=1, le=1000)  # threads: the work is I/O bound
+    #: Threads per worker process: the work is I/O bound (docs/performance.md, concurrency).
+    concurrency: int = Field(default=200, ge=1, le=1000)
     health_file: Path = DEFAULT_HEALTH_FILE  # heartbeat file read by `zns check`
     metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0 disables /metrics
     result_expires_s: int = Field(default=86_400, ge=60)
@@ -87,12 +90,16 @@ class PipelineSettings(BaseModel):
     quota_probe_interval_s: float = Field(default=60.0, gt=0)  # GET /message/quota while exhausted
     pause_probe_interval_s: float = Field(default=900.0, gt=0)  # one canary send for a paused OA
     park_lease_s: float = Field(default=60.0, gt=0)
-    #: A step waits in its thread at most this long for a rate-limit slot, else is rescheduled.
-    #: 5 s, not 1 s: with a backlog, each reschedule is a broker publish, a result write and a
-    #: redelivery; at 1 s most of a 600-job backlog bounced every second, and that CPU load
-    #: jittered the send times of the steps holding slots (in trial runs here the share of
-    #: 18-22 ms gaps between sends at 50/s went from ~26% to ~60%).
-    rate_max_wait_s: float = Field(default=5.0, ge=0)
+    #: A step waits in its thread at most this long for a rate-limit slot, else it joins its
+    #: account's lane (worker/state/lanes.py), holding no thread, until a feeder releases it.
+    rate_max_wait_s: float = Field(default=1.0, ge=0)
+    #: How often each worker process's feeder looks at the lanes (worker/ops/feeder.py).
+    lane_feed_interval_s: float = Field(default=0.1, gt=0, le=5)
+    #: How far ahead a feeder takes rate-limit slots for the steps it releases: a released step
+    #: waits up to this long in its thread for its slot.
+    lane_horizon_s: float = Field(default=1.0, gt=0, le=10)
+    #: A lane entry a feeder took and did not publish within this goes back to its lane.
+    lane_lease_s: float = Field(default=30.0, ge=1)
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
     release_batch: int = Field(default=500, ge=1)
@@ -143,6 +150,10 @@ class AccountSettings(BaseModel):
     #: Slots are spaced for rate_per_s x (1 - this): sends reach Zalo a little after their slot,
     #: and that jitter must not push any second above rate_per_s (docs/performance.md).
     rate_headroom: float = Field(default=DEFAULT_RATE_HEADROOM, ge=0, lt=0.5)
+    #: Steps in flight at once (from claim to Zalo's answer) across every pod; more wait in the
+    #: account's lane. Bounds the threads an account whose Zalo answers slowly can hold.
+    #: 0: no cap.
+    max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=0)
 
 
 class Settings(BaseSettings):
@@ -171,6 +182,7 @@ class Settings(BaseSettings):
     rate_per_s: float | None = Field(default=None, gt=0)  # the default account's global send rate
     rate_burst: int = Field(default=1, ge=1)
     rate_headroom: float = Field(default=DEFAULT_RATE_HEADROOM, ge=0, lt=0.5)
+    max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=0)  # the default account's
     log_format: Literal["json", "text", "auto"] = "auto"  # auto: text on a terminal, else JSON
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
     log_task_lines: bool = False  # Celery's "received"/"succeeded" INFO lines: 2 per job, costly
@@ -252,6 +264,7 @@ class Settings(BaseSettings):
                 rate_per_s=self.rate_per_s,
                 rate_burst=self.rate_burst,
                 rate_headroom=self.rate_headroom,
+                max_in_flight=self.max_in_flight,
             )
         return None
 

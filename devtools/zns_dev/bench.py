@@ -32,6 +32,7 @@ from rich.table import Table
 
 from worker.job import derive_tracking_id
 from worker.messaging.celery_app import publish_step
+from worker.messaging.names import QUEUE, TASK_NAME
 from worker.producer import Producer
 from worker.settings import DEFAULT_STEPS_PER_MESSAGE, PipelineSettings, Settings
 from zns_dev.localrun import SANDBOX_CREDENTIALS, RedisServer, WorkerProcess, free_port, wait_until
@@ -437,6 +438,7 @@ class Focus:
     triples: bool = True
     enqueue: bool = True
     rate_limit: bool = True
+    fairness: bool = True
 
 
 def run_bench(
@@ -454,6 +456,12 @@ def run_bench(
             rows.append(_announce(console, "enqueue", lambda: bench_enqueue(size)))
         if focus.rate_limit:
             rows.append(_announce(console, "rate limit", lambda: bench_rate_limit(size, workdir)))
+        if focus.fairness and not smoke:
+            from zns_dev.fairness import bench_fairness  # noqa: PLC0415 (imports this module)
+
+            for scenario in ("throttled", "exhausted"):
+                label = f"fairness: {scenario}"
+                rows.append(_announce(console, label, lambda: bench_fairness(workdir, scenario)))  # noqa: B023
     checks = _checks(rows)
     results = {"size": asdict(size), "rows": [asdict(row) for row in rows], "checks": checks}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -491,8 +499,35 @@ def _triple(size: Size, processes: int, latency: int, workdir: Path, console: Co
 
 
 def bench_ours_single(sc: Scenario) -> Row:
-    """The full pipeline, one step per broker message (what `send_task` producers get)."""
-    return bench_ours(sc, steps_per_message=1)
+    """The full pipeline fed by a bare `send_task` producer (nothing of ours: one message per
+    step on queue `zns`, no status records), workers on their shipped defaults."""
+    steps = make_steps(sc.size.steps, sc.size.journeys)
+    enqueued_at: dict[str, float] = {}
+    with _redis() as state, _redis() as broker:
+        env = _worker_env(state.url, broker.url, sc.url)
+        with _workers(sc, env) as workers, RssSampler([w.pid for w in workers if w.pid]) as rss:
+            trips_before = _round_trips(workers)
+            results_before = _round_trips(workers, RESULT_TRIPS)
+            app = Celery(broker=broker.url)
+            started = time.perf_counter()
+            with app.producer_or_acquire() as producer, producer.batch(1000):
+                for step in steps:
+                    enqueued_at[_tracking_id(step)] = time.time()
+                    app.send_task(TASK_NAME, kwargs=step, queue=QUEUE, producer=producer)
+            _wait_sent(sc.control, len(steps))
+            seconds = time.perf_counter() - started
+            trips = _round_trips(workers) - trips_before
+            results = _round_trips(workers, RESULT_TRIPS) - results_before
+    stats = sc.control.stats()
+    return _row(
+        "ours-send_task", sc, seconds, _sent_latencies(sc.control, enqueued_at),
+        redis_trips_per_msg=trips / len(steps),
+        celery_result_trips_per_msg=results / len(steps),
+        zalo_calls_per_msg=sum(stats.calls.values()) / len(steps),
+        get_token_calls=stats.calls.get("get-token", 0),
+        rss_mb=rss.peak_kb / 1024,
+        extra={"journeys": sc.size.journeys},
+    )  # fmt: skip
 
 
 def _announce(console: Console, label: str, run: Callable[[], Row]) -> Row:
@@ -514,6 +549,11 @@ def _checks(rows: list[Row]) -> dict[str, Any]:
     if ours and naive and raw:
         checks["ours/naive @100ms, 1 process"] = round(ours.throughput / naive.throughput, 2)
         checks["ours/raw @100ms, 1 process"] = round(ours.throughput / raw.throughput, 2)
+    bare = find("ours-send_task", 100, 1)
+    if bare and naive:
+        checks["ours-send_task/naive @100ms, 1 process"] = round(
+            bare.throughput / naive.throughput, 2
+        )
     ours_rows = [r for r in rows if r.name.startswith("ours")]
     if ours_rows:
         checks["max Redis round trips per message (ours)"] = round(
@@ -529,6 +569,8 @@ def _checks(rows: list[Row]) -> dict[str, Any]:
         if row.name == "rate-limit":
             checks["rate limit busiest 1 s window"] = row.extra["busiest_1s_window"]
             checks["rate limit average per s"] = round(row.extra["average_per_s"], 1)
+        if row.name.startswith("fairness-"):
+            checks[row.name] = row.extra
     return checks
 
 

@@ -40,17 +40,19 @@ def bench(
         int | None, typer.Option(help="Only the raw/naive/ours runs with this many processes.")
     ] = None,
     only: Annotated[
-        str | None, typer.Option(help="Only these parts, comma-separated: triples,enqueue,rate.")
+        str | None,
+        typer.Option(help="Only these parts, comma-separated: triples,enqueue,rate,fairness."),
     ] = None,
 ) -> None:
     """Benchmark raw vs naive vs ours against the sandbox; prints a table, writes JSON."""
-    parts = set((only or "triples,enqueue,rate").split(","))
+    parts = set((only or "triples,enqueue,rate,fairness").split(","))
     focus = Focus(
         latency_ms=latency_ms,
         processes=processes,
         triples="triples" in parts,
         enqueue="enqueue" in parts,
         rate_limit="rate" in parts,
+        fairness="fairness" in parts,
     )
     run_bench(smoke=smoke, out=out, console=console, focus=focus)
 

@@ -62,7 +62,9 @@ def test_bulk_enqueue_puts_ten_steps_in_a_message_and_a_lone_rest_as_a_single_st
 ) -> None:
     # When 21 valid steps are enqueued in bulk with 10 steps per message (no worker running)
     client.delete(QUEUE)
-    report = Producer(settings_with(settings, 10)).enqueue_many([job(n) for n in range(21)])
+    report = Producer(settings_with(settings, 10)).enqueue_many(
+        [job(n) for n in range(21)], lane="realtime"
+    )
     # Then the queue holds two batches of 10 and one single-step message, in order
     messages = queued(client)
     assert [name for name, _, _ in messages] == [BATCH_TASK_NAME, BATCH_TASK_NAME, TASK_NAME]
@@ -80,7 +82,7 @@ def test_one_step_per_message_keeps_the_single_step_format(
     settings: Settings, client: redis.Redis
 ) -> None:
     client.delete(QUEUE)
-    Producer(settings_with(settings, 1)).enqueue_many([job(n) for n in range(3)])
+    Producer(settings_with(settings, 1)).enqueue_many([job(n) for n in range(3)], lane="realtime")
     assert [name for name, _, _ in queued(client)] == [TASK_NAME] * 3
     client.delete(QUEUE)
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from worker.ops.cli import app
 
-SCENARIOS = {"raw", "naive", "ours", "ours-1/msg", "enqueue", "rate-limit"}
+SCENARIOS = {"raw", "naive", "ours", "ours-send_task", "enqueue", "rate-limit"}
 
 
 @pytest.mark.integration
@@ -25,17 +25,18 @@ def test_the_smoke_run_measures_every_scenario_and_writes_json(tmp_path: Path) -
     assert set(rows) == SCENARIOS
     assert all(row["throughput"] > 0 for row in rows.values())
     # ours: every step sent, with its own figures measured (round trips counted by the workers)
-    for name in ("ours", "ours-1/msg"):
+    for name in ("ours", "ours-send_task"):
         assert rows[name]["get_token_calls"] == rows[name]["extra"]["journeys"]
         assert rows[name]["redis_trips_per_msg"] > 0
         assert rows[name]["celery_result_trips_per_msg"] > 0
         assert rows[name]["rss_mb"] > 0
     assert (
         rows["ours"]["celery_result_trips_per_msg"]
-        < rows["ours-1/msg"]["celery_result_trips_per_msg"]
+        < rows["ours-send_task"]["celery_result_trips_per_msg"]
     )
     checks = results["checks"]
     assert checks["get-token calls == journeys"] is True
     assert "ours/naive @100ms, 1 process" in checks and "bulk / apply_async each" in checks
+    assert "ours-send_task/naive @100ms, 1 process" in checks
     assert checks["rate limit busiest 1 s window"] > 0
     assert "ours/naive" in result.output  # the table and the checks are printed

@@ -45,6 +45,14 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Queued:
+    """Wait in the account's lane (worker/state/lanes.py): nothing was taken."""
+
+    why: str  # 'rate': no slot soon enough; 'lane': steps wait ahead; 'cap': in-flight cap full
+    front: bool = False  # released from the lane once already: back at its head
+
+
+@dataclass(frozen=True, slots=True)
 class Park:
     """Wait in Redis until `due_at` (None: until the account is resumed)."""
 
@@ -65,4 +73,4 @@ class DeadLetter:
     error: dict[str, Any] | None = None
 
 
-Outcome = Sent | Duplicate | AlreadyDead | Retry | Park | DeadLetter
+Outcome = Sent | Duplicate | AlreadyDead | Retry | Queued | Park | DeadLetter

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -26,8 +25,17 @@ import redis
 from worker import metrics
 from worker.clock import Clock, next_quota_reset
 from worker.errors import WAITS, Action, ErrorClass, ZaloError
-from worker.job import Job
-from worker.pipeline.outcomes import AlreadyDead, DeadLetter, Duplicate, Outcome, Park, Retry, Sent
+from worker.job import Job, Lane
+from worker.pipeline.outcomes import (
+    AlreadyDead,
+    DeadLetter,
+    Duplicate,
+    Outcome,
+    Park,
+    Queued,
+    Retry,
+    Sent,
+)
 from worker.pipeline.policy import ErrorPolicy
 from worker.state.deadletters import DeadLetterStore
 from worker.state.idempotency import IdempotencyStore
@@ -35,7 +43,7 @@ from worker.state.ordering import StepOrder
 from worker.state.parking import ParkingLot
 from worker.state.pauses import AccountState
 from worker.state.quota import QuotaStore
-from worker.state.step_gate import Begin, Started, StepGate, StepKeys
+from worker.state.step_gate import Begin, Finished, ReleasedSlot, Started, StepGate, StepKeys
 from worker.state.step_status import StatusStore
 from worker.status import ParkReason
 from worker.tokens.access import AccessGrant, AccessTokenManager
@@ -54,8 +62,6 @@ TOKEN_WAIT_DELAY_S = 0.5
 #: Pauses between attempts to record a send while Redis restarts: ~15 s in all, a tenth of the
 #: claim ttl that keeps a redelivery of the same step away meanwhile.
 SETTLE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
-#: A step refused a rate-limit slot retries after its delay times 1 to 1 + this (`_throttled`).
-LIMITED_SPREAD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,8 @@ class Attempt:
     #: another step creates the journey token: a bulk batch runs its other steps meanwhile.
     defer_token_wait: bool = False
     history: tuple[dict[str, Any], ...] = ()  # earlier attempts' errors, kept with the job
+    #: Released from its account's lane by a feeder, with the rate-limit slot taken for it.
+    released: ReleasedSlot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +138,7 @@ class JourneySender:
             job.account, job.idempotency_key, job.template_id, self._s.journey_tokens.key(ref)
         )
         try:
-            started = self._begin(step, attempt)
+            started = self._begin(step, attempt, job.priority)
         except ZaloError as exc:  # the first quota probe failed; nothing was taken
             outcome = self._policy.decide(job.account, job.template_id, attempt.retries, exc)
         else:
@@ -154,13 +162,15 @@ class JourneySender:
 
     # -- begin -----------------------------------------------------------------------------------
 
-    def _begin(self, step: StepKeys, attempt: Attempt) -> Started:
+    def _begin(self, step: StepKeys, attempt: Attempt, lane: Lane) -> Started:
         begin = functools.partial(
             self._gate.begin,
             step,
             owner=attempt.owner,
             probe=attempt.probe,
             defer_token_wait=attempt.defer_token_wait,
+            lane=lane,
+            released=attempt.released,
         )
         started = begin()
         if started.state is Begin.UNKNOWN:
@@ -177,8 +187,11 @@ class JourneySender:
             return Duplicate({**(started.result or {}), "status": "duplicate"})
         if state is Begin.DEAD:
             return AlreadyDead({**(started.result or {}), "status": "dead_lettered"})
-        if state in (Begin.BUSY, Begin.LIMITED, Begin.TOKEN_BUSY):
-            return _not_now(job.account, started)
+        if state in (Begin.LIMITED, Begin.QUEUED):
+            why = "rate" if state is Begin.LIMITED else started.why
+            return Queued(why, front=attempt.released is not None)
+        if state in (Begin.BUSY, Begin.TOKEN_BUSY):
+            return _not_now(started)
         if state is not Begin.OK:
             return self._parked_by_gate(job, state)
         try:
@@ -219,15 +232,19 @@ class JourneySender:
                 lambda g: self._send_renewing_token(job, ref, g, cached, slot_at),
                 first=grant,
             )
-        except _NoSlot as refused:
+        except _NoSlot:
             self._give_back(job, attempt)
-            return _throttled(job.account, refused.delay_s)
+            return Queued("rate", front=attempt.released is not None)
         except ZaloError as exc:
             # Zalo surely did not send: give the unit back; outcome unknown: keep it spent.
             self._s.quota.release(job.account, give_back=not exc.outcome_unknown)
             return self._policy.decide(job.account, job.template_id, attempt.retries, exc)
         sent = self._result(job, token, result)
-        self._woke(job.account, self._settle_sent(step, job, attempt.owner, sent, result.quota))
+        finished = self._settle_sent(step, job, attempt.owner, sent, result.quota)
+        self._woke(job.account, finished.woken)
+        if finished.enqueued_at_ms is not None:
+            waited = max(self._clock() - finished.enqueued_at_ms / 1000, 0.0)
+            metrics.ENQUEUE_TO_SENT.labels(job.account, job.priority.value).observe(waited)
         return Sent(sent)
 
     def _wait_for_slot(self, account: str, slot_at: float | None) -> None:
@@ -255,11 +272,10 @@ class JourneySender:
 
     def _settle_sent(
         self, step: StepKeys, job: Job, owner: str, sent: dict[str, Any], quota: Quota | None
-    ) -> int:
+    ) -> Finished:
         """Record a send Zalo accepted, riding out a Redis restart: giving up here would release
         the claim and send the message again. If Redis stays away, the claim (held until its
-        ttl) still turns a redelivery away meanwhile; the step is reported sent either way.
-        Returns how many waiting steps of the journey were woken."""
+        ttl) still turns a redelivery away meanwhile; the step is reported sent either way."""
         for pause in (*SETTLE_PAUSES_S, None):
             try:
                 return self._gate.finish_sent(step, job, owner=owner, result=sent, quota=quota)
@@ -267,9 +283,9 @@ class JourneySender:
                 if pause is None:
                     metrics.SENT_NOT_RECORDED.labels(step.account).inc()
                     log.error("sent but not recorded: state Redis unreachable (%s)", exc)
-                    return 0
+                    return Finished(woken=0)
                 self._sleep(pause)
-        return 0
+        return Finished(woken=0)
 
     def _send_renewing_token(
         self,
@@ -364,7 +380,7 @@ class JourneySender:
                 self._s.idempotency.release(job.account, key, owner=owner)
             case Retry() if outcome.error_class not in WAITS:
                 self._s.idempotency.release(job.account, key, owner=owner)
-            case Sent() | Duplicate() | AlreadyDead() | Retry():
+            case Sent() | Duplicate() | AlreadyDead() | Retry() | Queued():
                 pass  # recorded by `finish_sent`, earlier, or a wait that keeps nothing
             case _:
                 assert_never(outcome)
@@ -407,25 +423,13 @@ class _NoSlot(Exception):
         self.delay_s = delay_s
 
 
-def _not_now(account: str, started: Started) -> Retry:
-    """`begin` took nothing and the step must wait: claim held elsewhere, no rate-limit slot,
-    or (deferring) its journey token being created."""
+def _not_now(started: Started) -> Retry:
+    """`begin` took nothing and the step must wait: claim held elsewhere, or (deferring) its
+    journey token being created."""
     if started.state is Begin.BUSY:
         delay = min(max(started.delay_s, BUSY_MIN_DELAY_S), BUSY_MAX_DELAY_S)
         return _wait(delay, ErrorClass.BUSY, "another worker holds this job's claim")
-    if started.state is Begin.LIMITED:
-        return _throttled(account, started.delay_s)
     return _wait(TOKEN_WAIT_DELAY_S, ErrorClass.TOKEN_WAIT, "the journey token is being created")
-
-
-def _throttled(account: str, delay_s: float) -> Retry:
-    """A step refused a rate-limit slot comes back after its delay plus up to half as much
-    again: a backlog refused together would otherwise come back together, and the burst of
-    redeliveries (each a broker publish, a result write and a Lua call) jitters the send times
-    of the steps holding slots (docs/performance.md, rate limit)."""
-    metrics.RATE_LIMITED.labels(account).inc()
-    spread = delay_s * random.uniform(1.0, 1.0 + LIMITED_SPREAD)  # noqa: S311 (not security)
-    return _wait(spread, ErrorClass.THROTTLED, "global rate limit reached")
 
 
 def _wait(delay_s: float, kind: ErrorClass, reason: str) -> Retry:
@@ -447,6 +451,8 @@ def _count(account: str, outcome: Outcome) -> None:
             metrics.MESSAGES_SENT.labels(account).inc()
         case Retry():
             metrics.RETRIES.labels(account, outcome.error_class.value).inc()
+        case Queued():
+            metrics.QUEUED.labels(account, outcome.why).inc()
         case Park():
             metrics.PARKED.labels(account, outcome.reason.value).inc()
         case DeadLetter():

@@ -1,9 +1,11 @@
 """The worker's own bookkeeping that travels with a step it publishes again, sealed so that no
 producer can write it.
 
-A step the worker publishes again (a retry, a parked step released, the canary of a paused
-account) carries `_meta` in its kwargs: its attempt history, and whether it is the canary
-(`probe`: may pass the pause gate, and its send resumes the account). Producers write kwargs too,
+A step the worker publishes again (a retry, a parked step released, a step released from its
+account's lane, the canary of a paused account) carries `_meta` in its kwargs: its attempt
+history, whether it is the canary (`probe`: may pass the pause gate, and its send resumes the
+account), and for a step released from a lane the rate-limit slot the feeder took for it
+(`slot`: it skips the lane check and sends in that slot). Producers write kwargs too,
 so `_meta` counts only when it bears a seal: HMAC-SHA256 under a key kept in the state Redis
 (made once, by the first process that needs it), over the meta and the job it travels with. A
 forged or copied `_meta` (a producer's `{"probe": true}`, the canary's meta on another job) does
@@ -34,10 +36,14 @@ KEY_BYTES = 32
 
 @dataclass(frozen=True, slots=True)
 class StepMeta:
-    """What only the worker decides about a step: earlier attempts, and whether it is a canary."""
+    """What only the worker decides about a step: earlier attempts, whether it is a canary,
+    and whether (with which slot) a feeder released it from its lane."""
 
     history: tuple[dict[str, Any], ...] = ()
     probe: bool = False
+    #: Released from a lane with this rate-limit slot (ms, Redis's clock; 0: none needed);
+    #: None: not released from a lane.
+    slot: int | None = None
 
     def with_error(self, error: dict[str, Any]) -> StepMeta:
         """This meta with one more failed attempt (the probe flag does not carry over)."""
@@ -57,7 +63,9 @@ class MetaSeal:
         """`_meta` for a step published with `job_kwargs`. Never raises: with the key out of
         reach (the state Redis down before this process first read it) the meta goes unsealed
         and counts for nothing, so the step still goes out (as a first attempt)."""
-        body = {"history": list(meta.history), "probe": meta.probe}
+        body: dict[str, Any] = {"history": list(meta.history), "probe": meta.probe}
+        if meta.slot is not None:
+            body["slot"] = meta.slot
         mac = self._mac_or_none(body, job_kwargs)
         return body if mac is None else {**body, "seal": mac}
 
@@ -67,16 +75,19 @@ class MetaSeal:
         if raw is None:
             return StepMeta()
         if isinstance(raw, dict) and isinstance(raw.get("seal"), str):
-            history, probe = raw.get("history"), raw.get("probe")
-            body = {"history": history, "probe": probe}
+            history, probe, slot = raw.get("history"), raw.get("probe"), raw.get("slot")
+            body: dict[str, Any] = {"history": history, "probe": probe}
+            if "slot" in raw:
+                body["slot"] = slot
             well_formed = (
                 isinstance(history, list)
                 and isinstance(probe, bool)
                 and all(isinstance(h, dict) for h in history)
+                and (slot is None or (isinstance(slot, int) and not isinstance(slot, bool)))
             )
             mac = self._mac_or_none(body, job_kwargs) if well_formed else None
             if mac is not None and hmac.compare_digest(raw["seal"], mac):
-                return StepMeta(history=tuple(history), probe=probe)  # type: ignore[arg-type]
+                return StepMeta(history=tuple(history), probe=probe, slot=slot)  # type: ignore[arg-type]
         log.warning("`%s` ignored: not sealed by this deployment for this job", META_FIELD)
         return StepMeta()
 

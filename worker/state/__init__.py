@@ -10,6 +10,7 @@ quota.py        the daily quota counter shared by every pod
 ratelimit.py    the global rate limit per account (GCRA on Redis's clock)
 pauses.py       paused accounts
 parking.py      parked steps and their release
+lanes.py        each account's steps waiting for its capacity (realtime, bulk), released in order
 ordering.py     numbered steps wait for the lower steps of their journey
 deadletters.py  dead letters, kept whole until replayed or purged
 step_status.py  each step's life, by idempotency key, tracking id or msg_id

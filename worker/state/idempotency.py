@@ -73,12 +73,17 @@ def finish_args(
 ) -> tuple[list[str], list[str | int]]:
     """finish.lua's KEYS and ARGV (final: 'sent' | 'dead')."""
     result_json = json.dumps(result, separators=(",", ":"))
-    return [keys.idempotency(account, key)], [owner, final, result_json, retention_ms]
+    return [keys.idempotency(account, key), keys.inflight(account)], [
+        owner,
+        final,
+        result_json,
+        retention_ms,
+    ]
 
 
 def release_args(keys: Keys, account: str, key: str, *, owner: str) -> tuple[list[str], list[str]]:
     """release.lua's KEYS and ARGV."""
-    return [keys.idempotency(account, key)], [owner]
+    return [keys.idempotency(account, key), keys.inflight(account)], [owner]
 
 
 def reopen_args(keys: Keys, account: str, key: str) -> tuple[list[str], list[str]]:

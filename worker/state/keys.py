@@ -84,6 +84,22 @@ class Keys:
         """Hash: idempotency key -> parked job JSON."""
         return f"{self._acct(account)}:parked:jobs"
 
+    def lane(self, account: str, lane: str) -> str:
+        """List: steps waiting for the account's capacity in one lane (JSON entries, FIFO)."""
+        return f"{self._acct(account)}:lane:{lane}"
+
+    def lane_leases(self, account: str) -> str:
+        """Sorted set: lane entries taken by a feeder, not yet published -> lease end (ms)."""
+        return f"{self._acct(account)}:lane:leases"
+
+    def inflight(self, account: str) -> str:
+        """Sorted set: the account's steps between `begin` and their end -> deadline (ms)."""
+        return f"{self._acct(account)}:inflight"
+
+    def lanes_active(self) -> str:
+        """Set: accounts that may have steps waiting in a lane (a hint for the feeders)."""
+        return f"{self.prefix}:{{lanes}}:active"
+
     def probe_lock(self, account: str, what: str) -> str:
         """Rate-limits a periodic probe (quota, paused account) across every process."""
         return f"{self._acct(account)}:probe:{what}"

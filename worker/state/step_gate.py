@@ -1,19 +1,22 @@
 """The hot path's Redis side: two round trips per sent message in steady state.
 
 `begin` (one Lua call, `begin_step.lua`): claim the idempotency key, pass the pause / template /
-quota gates, take a global rate-limit slot, reserve a quota unit, and read the access token and
-the journey token. `finish_sent` (one Lua call, `finish_sent.lua`): settle the quota unit with
-the figure Zalo reported, mark the job sent and record its status (`step_status.py`: msg_id,
-sent time, journey id, indexes; the waiting higher steps of an ordered journey are woken). Each
-piece is a Lua library function (`worker/state/lua/lib/`), shared with the stores' own scripts
-where they have one (finish, quota, status). `begin_step_args` and
-`finish_sent_args` are the scripts' KEYS and ARGV, in the order their headers list them.
+quota gates, keep the step's place behind its account's lanes and in-flight cap
+(`worker/state/lanes.py`), take a global rate-limit slot, reserve a quota unit, and read the
+access token and the journey token. `finish_sent` (one Lua call, `finish_sent.lua`): settle the
+quota unit with the figure Zalo reported, mark the job sent and record its status
+(`step_status.py`: msg_id, sent time, journey id, indexes; the waiting higher steps of an
+ordered journey are woken). Each piece is a Lua library function (`worker/state/lua/lib/`),
+shared with the stores' own scripts where they have one (finish, quota, status).
+`begin_step_args` and `finish_sent_args` are the scripts' KEYS and ARGV, in the order their
+headers list them.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -21,7 +24,7 @@ from typing import Any, Protocol
 import redis
 
 from worker.clock import Clock, ms, next_quota_reset
-from worker.job import Job
+from worker.job import Job, Lane
 from worker.state.keys import Keys
 from worker.state.ratelimit import RateLimiter, RateParams, Slot
 from worker.state.scripts import register
@@ -51,7 +54,8 @@ class Begin(StrEnum):
     TEMPLATE_BLOCKED = "template_blocked"
     UNKNOWN = "unknown"  # no quota counter yet: probe, then begin again
     EXHAUSTED = "exhausted"
-    LIMITED = "limited"  # no rate slot within the allowed wait: reschedule after `delay_s`
+    LIMITED = "limited"  # no rate slot within the allowed wait: wait in the lane
+    QUEUED = "queued"  # steps of the account wait ahead in its lanes, or its in-flight cap is full
     TOKEN_BUSY = "token_busy"  # deferring, and another step is creating the journey token
 
 
@@ -65,9 +69,19 @@ class Started:
     slot_taken: bool = True
     slot_at_s: float = 0.0  # the slot on Redis's clock (0: no limit, or none taken)
     result: dict[str, Any] | None = None
+    why: str = ""  # QUEUED: 'lane' (steps wait ahead) or 'cap' (in-flight cap reached)
     access_token: str | None = None  # as stored (maybe sealed); None: not in Redis yet
     generation: int = 0
     journey: dict[str, str] | None = None  # token, journey_id, created_at_ms, expires_at_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What recording a send found: the journey's waiting steps it woke, and when the producer
+    API recorded the step enqueued (ms; None for producers that record nothing)."""
+
+    woken: int
+    enqueued_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +107,10 @@ class StepGate:
         claim_ttl_s: float,
         retention_s: float,
         quota_floor: int,
+        max_in_flight: Callable[[str], int] = lambda _account: 0,
     ) -> None:
         self._keys = keys
+        self._max_in_flight = max_in_flight
         self._limiter = limiter
         self._clock = clock
         self._claim_ttl_ms = ms(claim_ttl_s)
@@ -115,10 +131,18 @@ class StepGate:
         return client
 
     def begin(
-        self, step: StepKeys, *, owner: str, probe: bool, defer_token_wait: bool = False
+        self,
+        step: StepKeys,
+        *,
+        owner: str,
+        probe: bool,
+        defer_token_wait: bool = False,
+        lane: Lane = Lane.REALTIME,
+        released: ReleasedSlot | None = None,
     ) -> Started:
-        """Claim, gates, rate slot, quota unit and token reads, atomically. `defer_token_wait`:
-        answer TOKEN_BUSY, taking nothing, if another step is creating the journey token."""
+        """Claim, gates, lane and in-flight checks, rate slot, quota unit and token reads,
+        atomically. `defer_token_wait`: answer TOKEN_BUSY, taking nothing, if another step is
+        creating the journey token. `released`: the step comes from its lane, with this slot."""
         keys, args = begin_step_args(
             self._keys,
             step,
@@ -129,6 +153,7 @@ class StepGate:
             rate=self._limiter.params(step.account),
             max_wait_ms=self._limiter.max_wait_ms,
             defer=defer_token_wait,
+            lanes=LaneArgs(lane, released, self._max_in_flight(step.account)),
         )
         reply = self._begin(keys=keys, args=args, client=self._own_client())
         return _started([str(part) for part in reply])
@@ -145,9 +170,8 @@ class StepGate:
         owner: str,
         result: dict[str, Any],
         quota: ReportedQuota | None,
-    ) -> int:
-        """Settle the quota unit (with Zalo's figure), mark the job sent and record its status;
-        returns how many steps of the journey that waited for this one were woken."""
+    ) -> Finished:
+        """Settle the quota unit (with Zalo's figure), mark the job sent and record its status."""
         keys, args = finish_sent_args(
             self._keys,
             step,
@@ -158,7 +182,33 @@ class StepGate:
             result=result,
             quota=quota,
         )
-        return int(self._finish(keys=keys, args=args, client=self._own_client())[3])
+        reply = self._finish(keys=keys, args=args, client=self._own_client())
+        enqueued = str(reply[4]) if len(reply) > 4 else ""  # noqa: PLR2004
+        return Finished(woken=int(reply[3]), enqueued_at_ms=int(enqueued) if enqueued else None)
+
+
+#: How late a released step may still send in the slot its feeder took: a late send narrows the
+#: gap to the next slot, and the rate's headroom (5% of a second: ~50 ms) must also absorb the
+#: jitter between slot and send, so at most 20 ms of it.
+LATE_SLOT_MS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedSlot:
+    """A step a feeder released from its lane: the slot it took (ms, Redis's clock; 0: none
+    needed) and the step's task id (its entry in the account's in-flight count)."""
+
+    slot_ms: int
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LaneArgs:
+    """What begin_step.lua needs to keep a step's place behind its account's lanes."""
+
+    lane: Lane = Lane.REALTIME
+    released: ReleasedSlot | None = None
+    max_in_flight: int = 0
 
 
 def begin_step_args(
@@ -172,9 +222,11 @@ def begin_step_args(
     rate: RateParams,
     max_wait_ms: int,
     defer: bool,
+    lanes: LaneArgs = LaneArgs(),
 ) -> tuple[list[str], list[str | int]]:
     """begin_step.lua's KEYS and ARGV."""
     a = step.account
+    released = lanes.released
     return (
         [
             keys.idempotency(a, step.idempotency_key),  # idem_hash
@@ -186,6 +238,9 @@ def begin_step_args(
             keys.oauth(a),  # oauth_hash
             step.journey_token_key,  # token_hash
             Keys.lock_of(step.journey_token_key),  # token_lock
+            keys.lane(a, Lane.REALTIME.value),  # lane_realtime
+            keys.lane(a, Lane.BULK.value),  # lane_bulk
+            keys.inflight(a),  # inflight
         ],
         [
             owner,
@@ -196,6 +251,11 @@ def begin_step_args(
             rate.tolerance_us,
             max_wait_ms,
             "1" if defer else "0",
+            lanes.lane.value,
+            "" if released is None else released.slot_ms,  # released_slot_ms
+            "" if released is None else f"r:{released.task_id}",  # released_member
+            lanes.max_in_flight,
+            LATE_SLOT_MS,
         ],
     )
 
@@ -228,6 +288,7 @@ def finish_sent_args(
             keys.order_pending(a, job.phone, job.journey),  # order_pending
             keys.order_waiters(a, job.phone, job.journey),  # order_waiters
             keys.parked(a),  # parked
+            keys.inflight(a),  # inflight
         ],
         [
             *step_identity(job),
@@ -252,6 +313,8 @@ def _started(reply: list[str]) -> Started:
         return Started(state, result=json.loads(payload) if payload else None)
     if state in (Begin.BUSY, Begin.LIMITED):
         return Started(state, delay_s=max(int(reply[1]), 0) / 1000)
+    if state is Begin.QUEUED:
+        return Started(state, why=reply[1])
     if state is not Begin.OK:
         return Started(state)
     journey = dict(

@@ -1,7 +1,13 @@
 -- uses: claim, gates, ratelimit
 -- begin_step.lua: everything a journey step needs from Redis before calling Zalo, in one round
--- trip: claim the job, pass the account gates, take a rate-limit slot, reserve a quota unit, and
--- read the access token and the journey token. All keys share the account's hash tag.
+-- trip: claim the job, pass the account gates, keep its place behind the account's lanes, take a
+-- rate-limit slot, reserve a quota unit, count it in flight, and read the access token and the
+-- journey token. All keys share the account's hash tag.
+-- A step that arrives while its account has steps waiting in a lane it may not overtake (any
+-- realtime step; for a bulk step, bulk ones too), or while the account has max_in_flight steps
+-- in flight, joins the lane instead ('queued'). A step a feeder released from a lane
+-- (released_slot_ms not '') skips that check and uses the slot the feeder took for it, unless
+-- that slot is more than late_ms past (then it takes a slot as any step does, or goes back).
 -- With a rate limit and no journey token stored, no slot is taken (delay_ms is -1): the token is
 -- made first (a Zalo call of unknown length) and the sender takes its slot just before the send.
 -- Taken here, the slot would have passed by then, and late sends would bunch up.
@@ -14,6 +20,9 @@
 -- KEYS[7] oauth_hash     the account's access token
 -- KEYS[8] token_hash     the journey token
 -- KEYS[9] token_lock     the journey token's creation lock
+-- KEYS[10] lane_realtime  the account's realtime lane
+-- KEYS[11] lane_bulk     the account's bulk lane
+-- KEYS[12] inflight      the account's steps in flight (member: owner, score: deadline ms)
 -- ARGV[1] owner          the claim's owner: a uuid per execution of the step
 -- ARGV[2] claim_ttl_ms
 -- ARGV[3] floor          quota units kept back
@@ -23,11 +32,16 @@
 -- ARGV[7] max_wait_ms    the longest rate-limit wait taken
 -- ARGV[8] defer          '1': answer token_busy rather than wait while another step is creating
 --                        the journey token
+-- ARGV[9] lane           'realtime' | 'bulk'
+-- ARGV[10] released_slot_ms  '' (not released), else the slot the feeder took ('0': none needed)
+-- ARGV[11] released_member   the feeder's in-flight entry for this step ('' if none)
+-- ARGV[12] max_in_flight     the account's cap on steps in flight (0: none)
+-- ARGV[13] late_ms           how late a released slot may still be used
 -- Returns one of:
 --   {'token_busy'}                                                          (defer; nothing taken)
 --   {'sent', result_json} | {'dead', result_json} | {'busy', pttl_ms}       (nothing taken)
 --   {'paused'} | {'template_blocked'} | {'unknown'} | {'exhausted'}         (claim given back)
---   {'limited', wait_ms}                                                    (claim given back)
+--   {'limited', wait_ms} | {'queued', 'lane' | 'cap'}                       (claim given back)
 --   {'ok', remaining, delay_ms, access_token, generation, jt_token, jt_journey_id,
 --    jt_created_at_ms, jt_expires_at_ms, slot_at_ms}             (claimed, slot and unit taken)
 -- slot_at_ms: the slot on Redis's clock (0: no limit, or no slot taken).
@@ -37,6 +51,36 @@ local token_hash, token_lock = KEYS[8], KEYS[9]
 local owner, claim_ttl_ms, floor, probe = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local emission_us, tolerance_us = tonumber(ARGV[5]), tonumber(ARGV[6])
 local max_wait_ms, defer = tonumber(ARGV[7]), ARGV[8]
+local lane_realtime, lane_bulk, inflight = KEYS[10], KEYS[11], KEYS[12]
+local lane, released_slot_ms, released_member = ARGV[9], ARGV[10], ARGV[11]
+local max_in_flight, late_ms = tonumber(ARGV[12]), tonumber(ARGV[13])
+
+-- 'lane' | 'cap' when the step must wait in its lane, else nil.
+local function must_queue(now_ms)
+  if max_in_flight > 0 then
+    redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now_ms)
+    if released_member ~= '' then
+      redis.call('ZREM', inflight, released_member)
+    end
+    if redis.call('ZCARD', inflight) >= max_in_flight then
+      return 'cap'
+    end
+  end
+  if released_slot_ms == '' and (redis.call('LLEN', lane_realtime) > 0
+      or (lane == 'bulk' and redis.call('LLEN', lane_bulk) > 0)) then
+    return 'lane'
+  end
+  return nil
+end
+
+-- The slot a feeder took for a released step, if it is not too late: {'ok', delay_ms, at_ms}.
+local function released_slot(now_ms)
+  local at_ms = tonumber(released_slot_ms)
+  if at_ms == nil or at_ms <= 0 or at_ms + late_ms < now_ms then
+    return nil
+  end
+  return {'ok', math.max(at_ms - now_ms, 0), at_ms}
+end
 
 if defer == '1' and redis.call('EXISTS', token_hash) == 0
     and redis.call('EXISTS', token_lock) == 1 then
@@ -51,9 +95,17 @@ if verdict ~= 'ok' then
   redis.call('DEL', idem_hash)
   return {verdict}
 end
+local now_ms = math.floor(now_us() / 1000)
+local queued = must_queue(now_ms)
+if queued then
+  redis.call('DEL', idem_hash)
+  return {'queued', queued}
+end
 local jt = redis.call('HMGET', token_hash, 'token', 'journey_id', 'created_at_ms', 'expires_at_ms')
-local slot
-if jt[1] or emission_us <= 0 then
+local slot = released_slot(now_ms)
+if slot then
+  -- the feeder's slot, with or without a journey token
+elseif jt[1] or emission_us <= 0 then
   slot = rate_slot(rate_key, cooloff_key, emission_us, tolerance_us, max_wait_ms)
 else
   -- No slot yet, but no token made in vain either: refused now if a slot would wait too long.
@@ -65,6 +117,10 @@ if slot[1] ~= 'ok' then
   return {'limited', tostring(slot[2])}
 end
 local remaining = reserve_unit(quota_hash)
+if max_in_flight > 0 then
+  redis.call('ZADD', inflight, now_ms + tonumber(claim_ttl_ms), owner)
+  redis.call('PEXPIRE', inflight, tonumber(claim_ttl_ms) * 2)
+end
 local oauth = redis.call('HMGET', oauth_hash, 'access_token', 'generation')
 return {'ok', tostring(remaining), tostring(slot[2]), oauth[1] or '', oauth[2] or '0',
         jt[1] or '', jt[2] or '', jt[3] or '0', jt[4] or '0', tostring(slot[3] or 0)}

@@ -12,6 +12,7 @@
 -- KEYS[8]  order_pending    the journey's numbered steps not sent or dead-lettered yet
 -- KEYS[9]  order_waiters    the journey's steps parked for order
 -- KEYS[10] parked           the account's parked jobs (due times)
+-- KEYS[11] inflight         the account's steps in flight (this one leaves)
 -- ARGV[1..6] idem_key, step, tracking_id, journey, phone, template_id: the step's identity
 --   (identify() in lib/status.lua)
 -- ARGV[7]  now_ms
@@ -24,10 +25,12 @@
 -- ARGV[14] reported         remainingQuota Zalo reported ('' if none)
 -- ARGV[15] daily            dailyQuota Zalo reported ('' if none)
 -- ARGV[16] expire_at_ms     when the quota counter expires (the next reset)
--- Returns {recorded (1|0), counter, early delivery merged (1|0), order waiters woken}
+-- Returns {recorded (1|0), counter, early delivery merged (1|0), order waiters woken,
+--          enqueued_at_ms (as the producer API recorded it; '' if not)}
 local idem_hash, quota_hash, status_hash = KEYS[1], KEYS[2], KEYS[3]
 local msg_index, tracking_index, early_hash = KEYS[4], KEYS[5], KEYS[6]
 local journey_steps, order_pending, order_waiters, parked = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local inflight = KEYS[11]
 local idem_key, step, tracking_id = ARGV[1], ARGV[2], ARGV[3]
 local journey, phone, template_id = ARGV[4], ARGV[5], ARGV[6]
 local now_ms, retention_ms = ARGV[7], ARGV[8]
@@ -42,6 +45,7 @@ else
   counter = settle(quota_hash, '0')
 end
 local recorded = finish(idem_hash, owner, 'sent', result_json, retention_ms)
+redis.call('ZREM', inflight, owner)
 identify(status_hash, idem_key, step, tracking_id, journey, phone, template_id,
   'msg_id', msg_id, 'sent_at_ms', sent_at_ms, 'journey_id', journey_id, 'updated_at_ms', now_ms)
 advance(status_hash, 'sent')
@@ -56,4 +60,4 @@ local woken = 0
 if step ~= '' then
   woken = order_done(order_pending, order_waiters, parked, status_hash, now_ms)
 end
-return {recorded, counter, early, woken}
+return {recorded, counter, early, woken, redis.call('HGET', status_hash, 'enqueued_at_ms') or ''}

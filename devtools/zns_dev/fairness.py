@@ -1,0 +1,172 @@
+"""`zns bench --only fairness`: one account's backlog or trouble must not delay another account,
+and a realtime step overtakes its own account's bulk backlog.
+
+Scenarios, each against a fresh sandbox, fresh private Redis servers and one worker process with
+its shipped defaults (no concurrency or batching given):
+
+    throttled  10,000 bulk steps of account `default` (20/s), then 200 steps of account `b`
+               (200/s) at once, and 50 realtime steps of `default` itself, one every 200 ms
+               (a trickle: 50 at once cannot all go within 2 s at 20/s, whatever the design)
+    exhausted  10,000 bulk steps of account `c` whose quota is used up, then 200 steps of `b`
+
+Reported: per lane p50/p99 from enqueue to sent, each account's busiest 1-s window, duplicates
+and journey tokens per journey among what was sent, and the state-Redis round trips per sent
+message. A run stops once the measured steps are sent (the backlog is left: at 20/s it takes over
+8 minutes); the backlog's sends so far count for its busiest window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from worker.job import derive_tracking_id
+from worker.messaging.names import QUEUE, TASK_NAME
+from worker.producer import Producer
+from worker.settings import Settings
+from zns_dev.bench import (
+    Row,
+    Scenario,
+    Size,
+    _busiest_window,
+    _percentile,
+    _redis,
+    _round_trips,
+    _sandbox,
+    _worker_env,
+    _workers,
+    make_steps,
+)
+from zns_dev.localrun import wait_until
+
+BACKLOG = 10_000
+OTHER = 200
+OWN_REALTIME = 50
+OWN_EVERY_S = 0.2
+SLOW_RATE, FAST_RATE = 20, 200
+
+
+def _add_oas(sc: Scenario) -> dict[str, str]:
+    """Accounts b and c, each an OA of its own in the sandbox (default is the sandbox's own)."""
+    env: dict[str, str] = {}
+    for name in ("b", "c"):
+        spec = sc.control.add_oa(f"app-{name}")
+        prefix = f"ZNS_ACCOUNTS__{name.upper()}__"
+        env |= {
+            f"{prefix}APP_ID": spec.app_id,
+            f"{prefix}SECRET_KEY": spec.secret_key,
+            f"{prefix}ACCESS_TOKEN": spec.access_token,
+            f"{prefix}REFRESH_TOKEN": spec.refresh_token,
+        }
+    env["ZNS_ACCOUNTS__B__RATE_PER_S"] = str(FAST_RATE)
+    env["ZNS_RATE_PER_S"] = str(SLOW_RATE)
+    return env
+
+
+#: A phone prefix per group of steps: each step is a journey (a customer) of its own.
+PREFIXES = {"backlog": "8490", "other": "8491", "own": "8492"}
+
+
+def _steps(count: int, account: str, tag: str) -> list[dict[str, Any]]:
+    steps = make_steps(count, count)
+    for n, step in enumerate(steps):
+        step["idempotency_key"] = f"{tag}-{n}"
+        step["account"] = account
+        step["phone"] = f"{PREFIXES[tag]}{n:07d}"
+        step["journey"] = f"{tag}-{n}"
+    return steps
+
+
+def bench_fairness(workdir: Path, scenario: str) -> Row:
+    """One scenario (`throttled` or `exhausted`); see the module docstring."""
+    with _sandbox(0) as (url, control), _redis() as state, _redis() as broker:
+        sc = Scenario(url, control, Size(BACKLOG, BACKLOG, (0,), (1,), 0, 0), 1, 0, workdir)
+        env = {**_worker_env(state.url, broker.url, url), **_add_oas(sc)}
+        env.pop("ZNS_CELERY__CONCURRENCY")  # the shipped default
+        if scenario == "exhausted":
+            control.set_quota(1_000_000, remaining=0, app_id="app-c")
+        settings = Settings(_env_file=None, redis_url=state.url, broker_url=broker.url)
+        producer = Producer(settings)
+        bare = Celery(broker=broker.url)
+        backlog_account = "c" if scenario == "exhausted" else "default"
+        backlog = _steps(BACKLOG, backlog_account, "backlog")
+        other = _steps(OTHER, "b", "other")
+        own = _steps(OWN_REALTIME, "default", "own") if scenario == "throttled" else []
+        enqueued_at: dict[str, float] = {}
+        with _workers(sc, env) as workers:
+            trips_before = _round_trips(workers)
+            producer.enqueue_many(backlog)  # the bulk run, into its lane
+            time.sleep(2.0)  # the backlog is under way
+            for step in other:  # realtime steps, as a bare send_task producer sends them
+                enqueued_at[derive_tracking_id(step["idempotency_key"])] = time.time()
+                bare.send_task(TASK_NAME, kwargs=step, queue=QUEUE)
+            for step in own:
+                enqueued_at[derive_tracking_id(step["idempotency_key"])] = time.time()
+                bare.send_task(TASK_NAME, kwargs=step, queue=QUEUE)
+                time.sleep(OWN_EVERY_S)
+            measured = {derive_tracking_id(s["idempotency_key"]) for s in [*other, *own]}
+            wait_until(
+                lambda: measured <= {m.tracking_id for m in control.messages()},
+                timeout_s=300,
+                interval_s=0.2,
+                what="the measured steps sent",
+            )
+            time.sleep(3.0)  # a few more seconds of the backlog, for its busiest window
+            trips = _round_trips(workers) - trips_before
+            messages = control.messages()
+        tokens = Counter((t.app_id, t.phone) for t in control.journey_tokens())
+        producer.close()
+    return _row(
+        scenario, messages, enqueued_at=enqueued_at, own=own, trips=trips,
+        tokens=tokens,
+    )  # fmt: skip
+
+
+def _row(
+    scenario: str,
+    messages: list[Any],
+    *,
+    enqueued_at: dict[str, float],
+    own: list[dict[str, Any]],
+    trips: float,
+    tokens: Counter[tuple[str, str]],
+) -> Row:
+    own_ids = {derive_tracking_id(s["idempotency_key"]) for s in own}
+    lanes: dict[str, list[float]] = {"other account": [], "own realtime": []}
+    for m in messages:
+        if m.tracking_id in enqueued_at:
+            lane = "own realtime" if m.tracking_id in own_ids else "other account"
+            lanes[lane].append(m.sent_time_ms - enqueued_at[m.tracking_id] * 1000)
+    by_app: dict[str, list[int]] = {}
+    for m in messages:
+        by_app.setdefault(m.app_id, []).append(m.sent_time_ms)
+    busiest = {app: _busiest_window(sorted(times), 1000) for app, times in by_app.items()}
+    counts = Counter(m.tracking_id for m in messages)
+    extra: dict[str, Any] = {
+        f"{lane} p50/p99 ms": (_percentile(v, 0.5), _percentile(v, 0.99))
+        for lane, v in lanes.items()
+        if v
+    }
+    extra |= {
+        "busiest 1 s window by app": busiest,
+        "sent": len(messages),
+        "sent twice": sum(1 for n in counts.values() if n > 1),
+        "journeys with more than one token": sum(1 for n in tokens.values() if n > 1),
+        "state Redis round trips per sent message": round(trips / max(len(messages), 1), 2),
+    }
+    other = lanes["other account"]
+    return Row(
+        name=f"fairness-{scenario}",
+        latency_ms=0,
+        processes=1,
+        steps=len(messages),
+        seconds=0.0,
+        throughput=0.0,
+        p50_ms=_percentile(other, 0.5),
+        p99_ms=_percentile(other, 0.99),
+        extra=extra,
+    )

@@ -1,0 +1,248 @@
+"""Lanes (worker/state/lanes.py, begin_step.lua, lane_release.lua, worker/ops/feeder.py): a step
+that must wait for its account leaves the shared queue for the account's lane, realtime before
+bulk, and a feeder releases it with its rate-limit slot taken. Real Redis, real sandbox."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import settings_from
+from worker.job import Job, Lane, parse_job
+from worker.ops.feeder import LaneFeeder
+from worker.pipeline.outcomes import Queued, Sent
+from worker.pipeline.sender import Attempt
+from worker.pipeline.step_meta import META_FIELD, StepMeta
+from worker.producer import Producer
+from worker.runtime import Runtime, build_runtime
+from worker.settings import AccountSettings
+from worker.state.lanes import LaneEntry, ReleaseLimits
+from worker.state.ratelimit import RateParams
+from worker.state.step_gate import Begin, ReleasedSlot, StepKeys
+from worker.tokens.journey import TokenRef
+from zns_dev.sandbox.control import SandboxControl
+
+
+def _job(lane: Lane | None = None, journey: str | None = None) -> Job:
+    raw: dict[str, Any] = {"phone": "84987654321", "template_id": "500", "template_data": {"a": 1}}
+    if lane is not None:
+        raw["lane"] = lane.value
+    raw["journey"] = journey or uuid.uuid4().hex
+    return parse_job(raw, default_key=uuid.uuid4().hex)
+
+
+def _entry(job: Job, task_id: str | None = None) -> LaneEntry:
+    return LaneEntry(task_id or job.idempotency_key, job.account, job.priority, job.kwargs())
+
+
+def _keys(rt: Runtime, job: Job) -> StepKeys:
+    ref = TokenRef(job.account, job.phone, job.journey, "1")
+    return StepKeys(job.account, job.idempotency_key, job.template_id, rt.journey_tokens.key(ref))
+
+
+@pytest.fixture
+def lanes_rt(worker_env: dict[str, str]) -> Iterator[Runtime]:
+    """An account limited to 10 sends/s (9.5 with the headroom), in-flight cap 2."""
+    env = {
+        **worker_env,
+        "ZNS_RATE_PER_S": "10",
+        "ZNS_MAX_IN_FLIGHT": "2",
+        "ZNS_PIPELINE__RATE_MAX_WAIT_S": "0",
+    }
+    rt = build_runtime(settings_from(env))
+    rt.sender.probe_quota("default", first=True)
+    yield rt
+    rt.close()
+
+
+def _limits(rt: Runtime, limit: int = 100) -> ReleaseLimits:
+    account = rt.settings.account("default")
+    assert account is not None
+    return ReleaseLimits(RateParams.of(account), 1000, account.max_in_flight, limit)
+
+
+# --- the lane check in begin --------------------------------------------------------------------
+
+
+def test_a_step_waits_behind_its_accounts_lane_and_realtime_overtakes_bulk(
+    lanes_rt: Runtime,
+) -> None:
+    gate = lanes_rt.sender._gate
+    lanes_rt.lanes.push([_entry(_job(Lane.BULK))])
+    # a bulk step keeps its place behind the bulk lane; a realtime step does not wait for it
+    bulk = _job(Lane.BULK)
+    assert gate.begin(_keys(lanes_rt, bulk), owner="o1", probe=False, lane=Lane.BULK).why == "lane"
+    assert gate.begin(_keys(lanes_rt, _job()), owner="o2", probe=False).state is Begin.OK
+    # with a realtime step waiting, every step of the account waits
+    lanes_rt.lanes.push([_entry(_job(Lane.REALTIME))])
+    started = gate.begin(_keys(lanes_rt, _job()), owner="o3", probe=False)
+    assert (started.state, started.why) == (Begin.QUEUED, "lane")
+    # and the claim is given back: the step may begin again when released
+    assert lanes_rt.idempotency.state("default", bulk.idempotency_key) is None
+
+
+def test_the_in_flight_cap_sends_the_next_step_to_its_lane_until_one_ends(
+    lanes_rt: Runtime,
+) -> None:
+    gate = lanes_rt.sender._gate
+    first, second, third = _job(), _job(), _job()
+    assert gate.begin(_keys(lanes_rt, first), owner="o1", probe=False).state is Begin.OK
+    assert gate.begin(_keys(lanes_rt, second), owner="o2", probe=False).state is Begin.OK
+    assert gate.begin(_keys(lanes_rt, third), owner="o3", probe=False).why == "cap"
+    assert lanes_rt.lanes.in_flight("default") == 2
+    lanes_rt.idempotency.release("default", first.idempotency_key, owner="o1")  # one ends
+    assert gate.begin(_keys(lanes_rt, third), owner="o3", probe=False).state is Begin.OK
+
+
+def test_the_other_account_is_not_held_by_this_one(
+    worker_env: dict[str, str], lanes_rt: Runtime
+) -> None:
+    settings = settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "1"})
+    rt = build_runtime(settings.model_copy(update={"accounts": {"b": AccountSettings()}}))
+    try:
+        rt.lanes.push([_entry(_job(Lane.REALTIME))])  # account default has a backlog
+        other = parse_job(
+            {"phone": "84987654321", "template_id": "1", "template_data": {"a": 1}, "account": "b"},
+            default_key=uuid.uuid4().hex,
+        )
+        rt.quota.init("b", 100, 100)
+        assert rt.sender._gate.begin(_keys(rt, other), owner="o", probe=False).state is Begin.OK
+    finally:
+        rt.close()
+
+
+# --- release --------------------------------------------------------------------------------------
+
+
+def test_release_takes_realtime_first_in_order_with_spaced_slots(lanes_rt: Runtime) -> None:
+    bulk = [_job(Lane.BULK) for _ in range(3)]
+    realtime = [_job(Lane.REALTIME) for _ in range(2)]
+    lanes_rt.lanes.push([_entry(job) for job in bulk])
+    lanes_rt.lanes.push([_entry(job) for job in realtime])
+    release = lanes_rt.lanes.release("default", _limits(lanes_rt, limit=4))
+    order = [item.entry.task_id for item in release.taken]
+    # the in-flight cap (2) bounds the release: the two realtime steps, in their order
+    assert order == [job.idempotency_key for job in realtime]
+    slots = [item.slot_at_ms for item in release.taken]
+    assert slots[1] - slots[0] >= 100  # one interval of 10/s (plus the headroom) apart
+    assert (release.realtime_left, release.bulk_left) == (0, 3)
+    # nothing more until the two released steps begin and end (they count in flight)
+    assert lanes_rt.lanes.release("default", _limits(lanes_rt)).taken == []
+
+
+def test_release_stops_at_the_rate_horizon(worker_env: dict[str, str]) -> None:
+    env = {**worker_env, "ZNS_RATE_PER_S": "5", "ZNS_MAX_IN_FLIGHT": "0"}
+    rt = build_runtime(settings_from(env))
+    try:
+        rt.lanes.push([_entry(_job(Lane.BULK)) for _ in range(20)])
+        release = rt.lanes.release("default", _limits(rt))
+        # 1 s of slots at 4.75/s: the slot now and those within the horizon
+        assert 4 <= len(release.taken) <= 6
+        assert release.bulk_left == 20 - len(release.taken)
+    finally:
+        rt.close()
+
+
+def test_a_lease_that_runs_out_puts_the_entry_back_at_the_head(worker_env: dict[str, str]) -> None:
+    env = {**worker_env, "ZNS_MAX_IN_FLIGHT": "0", "ZNS_PIPELINE__LANE_LEASE_S": "1"}
+    rt = build_runtime(settings_from(env))
+    try:
+        jobs = [_job(Lane.BULK) for _ in range(3)]
+        rt.lanes.push([_entry(job) for job in jobs])
+        taken = rt.lanes.release("default", _limits(rt, limit=1)).taken  # then the feeder dies
+        assert [t.entry.task_id for t in taken] == [jobs[0].idempotency_key]
+        time.sleep(1.1)
+        again = rt.lanes.release("default", _limits(rt, limit=3)).taken
+        assert [t.entry.task_id for t in again] == [job.idempotency_key for job in jobs]
+    finally:
+        rt.close()
+
+
+# --- a released step ------------------------------------------------------------------------------
+
+
+def test_a_released_step_sends_in_its_slot_without_taking_another(
+    lanes_rt: Runtime, control: SandboxControl
+) -> None:
+    job = _job(Lane.BULK)
+    lanes_rt.lanes.push([_entry(_job(Lane.BULK)), _entry(job)])  # one more waits behind it
+    lanes_rt.lanes.release("default", _limits(lanes_rt, limit=1))  # the first, released
+    taken = lanes_rt.lanes.release("default", _limits(lanes_rt, limit=1)).taken
+    assert [t.entry.task_id for t in taken] == [job.idempotency_key]
+    tat = lanes_rt.redis.get(lanes_rt.keys.rate("default"))
+    attempt = Attempt(
+        task_id=job.idempotency_key, released=ReleasedSlot(taken[0].slot_at_ms, job.idempotency_key)
+    )
+    assert isinstance(lanes_rt.sender.process(job, attempt), Sent)
+    assert lanes_rt.redis.get(lanes_rt.keys.rate("default")) == tat  # no second slot taken
+    assert time.time() * 1000 >= taken[0].slot_at_ms  # not before its slot
+
+
+def test_a_released_step_refused_again_goes_back_to_the_head(lanes_rt: Runtime) -> None:
+    job = _job(Lane.BULK)
+    lanes_rt.limiter.slot("default")  # the next slot is taken, ~105 ms away
+    late = ReleasedSlot(int(time.time() * 1000) - 5_000, job.idempotency_key)  # long past
+    outcome = lanes_rt.sender.process(job, Attempt(task_id=job.idempotency_key, released=late))
+    assert outcome == Queued("rate", front=True)
+
+
+def test_the_feeder_publishes_with_a_sealed_slot_that_a_producer_cannot_forge(
+    lanes_rt: Runtime,
+) -> None:
+    published: list[tuple[LaneEntry, dict[str, Any]]] = []
+    job = _job(Lane.BULK)
+    lanes_rt.lanes.push([_entry(job, "task-1")])
+    assert LaneFeeder(lanes_rt, published.extend).feed("default") == 1
+    entry, kwargs = published[0]
+    assert entry.task_id == "task-1"
+    raw_meta = kwargs.pop(META_FIELD)
+    assert lanes_rt.meta_seal.open(raw_meta, kwargs).slot == raw_meta["slot"] > 0
+    # the same `slot` written by a producer is not sealed: the step is an ordinary first attempt
+    forged = {"history": [], "probe": False, "slot": 1}
+    assert lanes_rt.meta_seal.open(forged, kwargs) == StepMeta()
+    # the lease ended with the publish: nothing comes back
+    assert lanes_rt.redis.zcard(lanes_rt.keys.lane_leases("default")) == 0
+
+
+def test_the_producer_puts_a_bulk_run_in_the_lane_and_records_it_enqueued(
+    lanes_rt: Runtime,
+) -> None:
+    producer = Producer(lanes_rt.settings)
+    try:
+        jobs = [{**_job().kwargs(), "idempotency_key": f"bulk-{i}"} for i in range(5)]
+        for job in jobs:
+            job.pop("lane", None)
+        report = producer.enqueue_many(jobs)
+        assert lanes_rt.lanes.depth("default") == (0, 5)
+        status = producer.status("bulk-0")
+        assert status is not None and status.state == "enqueued"
+        assert len(report.task_ids) == 5
+    finally:
+        producer.close()
+
+
+def test_the_feeder_groups_an_unlimited_accounts_steps_and_sends_a_limited_ones_alone(
+    worker_env: dict[str, str], lanes_rt: Runtime
+) -> None:
+    messages: list[list[tuple[LaneEntry, dict[str, Any]]]] = []
+    link = [{"task": "billing.sent", "args": [], "kwargs": {}, "options": {}}]
+    # a rate-limited account: one step per message, each in its own slot
+    lanes_rt.lanes.push([_entry(_job(Lane.BULK)) for _ in range(2)])
+    LaneFeeder(lanes_rt, messages.append).feed("default")
+    assert [len(m) for m in messages] == [1, 1]
+    # an account without a rate limit: 10 to a message, split where the callbacks differ
+    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "0"}))
+    try:
+        messages.clear()
+        entries = [_entry(_job(Lane.BULK)) for _ in range(13)]
+        linked = LaneEntry("linked", "default", Lane.BULK, _job().kwargs(), link=link)
+        rt.lanes.push([*entries, linked])
+        LaneFeeder(rt, messages.append).feed("default")
+        assert [len(m) for m in messages] == [10, 3, 1]
+        assert messages[2][0][0].link == link
+    finally:
+        rt.close()
