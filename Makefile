@@ -1,5 +1,10 @@
 # One entry point for humans and CI. Every target installs what it needs itself.
-PYTHON ?= python3.11
+## The newest Python >= 3.11 on the PATH that runs (a pyenv shim for a version not selected does
+## not); `make PYTHON=/path/to/python3` to choose.
+SUPPORTED := python3.13 python3.12 python3.11 python3
+ifeq ($(origin PYTHON), undefined)
+PYTHON := $(shell for p in $(SUPPORTED); do $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; done)
+endif
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -7,7 +12,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: test lint typecheck unit demo sandbox bench clean chaos monitoring-tools
 
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required: install python3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
+	@[ -n "$(PYTHON)" ] || { echo "Python >= 3.11 is required: none of $(SUPPORTED) runs here (or run make PYTHON=/path/to/python3)"; exit 1; }
+	@echo "creating $(VENV) with $(PYTHON): $$($(PYTHON) -c 'import sys; print(sys.executable, sys.version.split()[0])')"
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml devtools/pyproject.toml | $(BIN)/python

@@ -116,6 +116,8 @@ def test_enqueue_lanes_file_bulk_by_default_single_realtime(
     # A file is a bulk run: into the account's bulk lane, not the shared queue
     assert zns(env, "enqueue", "--file", str(path))[0] == 0
     assert (queued(redis_url), in_lane(redis_url, "bulk")) == (0, 3)
+    status = json.loads(zns(env, "account", "status", "--json")[1])
+    assert (status["waiting_realtime"], status["waiting_bulk"], status["in_flight"]) == (0, 3, 0)
     # unless told otherwise
     assert zns(env, "enqueue", "--file", str(path), "--lane", "realtime")[0] == 0
     assert queued(redis_url) == 3

@@ -444,10 +444,11 @@ def account_resume(account: Annotated[str, typer.Argument()] = DEFAULT_ACCOUNT) 
 def account_status(
     account: Annotated[str, typer.Argument()] = DEFAULT_ACCOUNT, as_json: JsonOpt = False
 ) -> None:
-    """Pause state, quota and parked jobs of an account."""
+    """Pause state, quota, parked jobs, steps waiting in its lanes and in flight."""
     rt = _runtime()
     pause = rt.accounts.status(account)
     view = rt.quota.view(account)
+    realtime, bulk = rt.lanes.depth(account)
     status = {
         "account": account,
         "paused": pause is not None,
@@ -457,6 +458,9 @@ def account_status(
         "remaining_quota": view.remaining,
         "daily_quota": view.daily,
         "parked": rt.parking.count(account),
+        "waiting_realtime": realtime,
+        "waiting_bulk": bulk,
+        "in_flight": rt.lanes.in_flight(account),
     }
     if as_json:
         _print_json(status)
