@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import httpx
 import pytest
+import redis
 from celery import Celery
 from typer.testing import CliRunner
 
@@ -207,6 +208,30 @@ def test_flower_shows_each_step_of_a_bulk_batch_by_its_own_id(
     assert _secrets_in(shown, control) == []
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_flower_shows_the_backlog_of_the_zns_queue(
+    flower_process: FlowerProcess, flower_auth: tuple[str, str], redis_url: str
+) -> None:
+    # Given 7 steps waiting on the Redis broker's `zns` queue (no worker takes them)
+    foreign = Celery(broker=redis_url)
+    redis.Redis.from_url(redis_url).delete("zns")
+    for n in range(7):
+        kwargs = {"phone": FULL_PHONE, "template_id": 1, "template_data": {"n": n}}
+        foreign.send_task(TASK, kwargs=kwargs, queue="zns")
+    with httpx.Client(
+        base_url=flower_process.base_url, auth=flower_auth, timeout=HTTP_TIMEOUT_S
+    ) as client:
+        # Then Flower's queue API and Broker page know the broker and show the backlog
+        lengths = client.get("/api/queues/length")
+        broker_page = client.get("/broker")
+    redis.Redis.from_url(redis_url).delete("zns")
+    assert lengths.status_code == httpx.codes.OK, lengths.text
+    assert {"name": "zns", "messages": 7} in lengths.json()["active_queues"]
+    assert broker_page.status_code == httpx.codes.OK
+    assert "zns" in broker_page.text
+
+
 WORKER_SIDE_MASKING = (
     "the worker passes on what it was given: its task-received event carries the message's own "
     "kwargsrepr (a producer that sets none shows the phone), and `inspect scheduled/reserved` "
@@ -345,7 +370,7 @@ def test_credentials_reach_flower_by_environment_never_argv_or_output(
     assert result.exit_code == 0, result.output
     [(path, argv, env)] = exec_calls
     assert path == sys.executable
-    assert argv[1:6] == ["-m", "celery", "-A", "tasks.app", "flower"]
+    assert argv[1:6] == ["-m", "celery", "-A", "tasks.flower_app", "flower"]
     assert "--port=5601" in argv
     assert "--address=0.0.0.0" in argv
     assert env[flower.FLOWER_AUTH_VAR] == "ops:s3cret-one,audit:s3cret-two"

@@ -66,7 +66,7 @@ def flower_argv(
         "-m",
         "celery",
         "-A",
-        "tasks.app",
+        "tasks.flower_app",
         "flower",
         f"--port={port}",
         f"--address={address}",
