@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from celery.signals import heartbeat_sent, worker_ready, worker_shutting_down
@@ -20,6 +22,10 @@ from worker.state.lanes import LaneEntry
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
+#: After a failed pass a loop waits at least this long (a Redis outage: one line a second).
+FAILED_PASS_PAUSE_S = 1.0
+#: The feeder runs many passes a second; its heartbeat is written at most this often.
+FEEDER_BEAT_S = 5.0
 
 
 def publish(kwargs: dict[str, Any]) -> None:
@@ -39,24 +45,31 @@ def publish_entries(items: list[tuple[LaneEntry, dict[str, Any]]]) -> None:
     publish_batch(app, [(entry.task_id, kwargs) for entry, kwargs in items], link=link)
 
 
-def _feed() -> None:
-    feeder = LaneFeeder(runtime(), publish_entries)
-    interval = runtime().settings.pipeline.lane_feed_interval_s
-    while not _stop.is_set():
-        released = feeder.run_once()
-        if not released:
-            _stop.wait(interval)
-
-
 def _health() -> HealthFile:
     return HealthFile(runtime().settings.celery.health_file)
 
 
-def _loop() -> None:
-    maintenance = Maintenance(runtime(), publish)
-    interval = runtime().settings.pipeline.maintenance_interval_s
-    health = _health()
+def _every(name: str, interval_s: float, work: Callable[[], bool]) -> None:
+    """Run `work` until shutdown, pausing `interval_s` after a pass that found nothing to do
+    (`work` returns False). A pass that fails (Redis restarting, the broker unreachable) is
+    logged and the loop goes on after a pause of at least `FAILED_PASS_PAUSE_S`: this thread
+    must outlive any outage."""
     while not _stop.is_set():
+        try:
+            busy = work()
+        except Exception:
+            log.exception("%s pass failed; trying again", name)
+            _stop.wait(max(interval_s, FAILED_PASS_PAUSE_S))
+            continue
+        if not busy:
+            _stop.wait(interval_s)
+
+
+def _maintain() -> None:
+    maintenance = Maintenance(runtime(), publish)
+    health = _health()
+
+    def work() -> bool:
         report = maintenance.run_once()
         health.beat("maintenance_at")
         if report.released or report.quota_probes or report.pause_probes or report.refreshes:
@@ -67,7 +80,25 @@ def _loop() -> None:
                 report.quota_probes,
                 report.pause_probes,
             )
-        _stop.wait(interval)
+        return False
+
+    _every("maintenance", runtime().settings.pipeline.maintenance_interval_s, work)
+
+
+def _feed() -> None:
+    feeder = LaneFeeder(runtime(), publish_entries)
+    health = _health()
+    beaten_at = 0.0
+
+    def work() -> bool:
+        nonlocal beaten_at
+        released = feeder.run_once()
+        if time.monotonic() - beaten_at >= FEEDER_BEAT_S:
+            health.beat("feeder_at")
+            beaten_at = time.monotonic()
+        return released > 0
+
+    _every("lane feeder", runtime().settings.pipeline.lane_feed_interval_s, work)
 
 
 @worker_ready.connect
@@ -86,7 +117,7 @@ def start_maintenance(**_: Any) -> None:
     # A finished step that woke the waiting steps of its journey re-enqueues them at once.
     rt.sender.on_wake = Maintenance(rt, publish).release_woken
     _stop.clear()
-    threading.Thread(target=_loop, name="zns-maintenance", daemon=True).start()
+    threading.Thread(target=_maintain, name="zns-maintenance", daemon=True).start()
     threading.Thread(target=_feed, name="zns-lane-feeder", daemon=True).start()
 
 

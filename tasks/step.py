@@ -62,6 +62,10 @@ class Again:
         return {**kwargs, META_FIELD: runtime().meta_seal.seal(self.meta, kwargs)}
 
 
+class WaitsInLane(Exception):
+    """What the RETRY of a step that waits in its lane shows (Flower, the result backend)."""
+
+
 @dataclass(frozen=True)
 class Waits:
     """The step waits in its account's lane (worker/state/lanes.py) until a feeder releases it."""
@@ -80,8 +84,9 @@ class Waits:
         """The lane entry: the step as it will be published again, under its own task id."""
         job = self.job
         return LaneEntry(
-            task_id, job.account, job.priority, job.kwargs(), self.meta.history, link, link_error
-        )
+            task_id, job.account, job.priority, job.kwargs(), self.meta.history, link, link_error,
+            probe=self.meta.probe,
+        )  # fmt: skip
 
 
 StepResult = dict[str, Any] | Again | Waits
@@ -165,7 +170,8 @@ def _result(job: Job, meta: StepMeta, outcome: Outcome, defer_token_wait: bool) 
                 reason=outcome.reason,
             )  # fmt: skip
         case Queued():
-            return Waits(job, StepMeta(history=meta.history), outcome.why, outcome.front)
+            waits_meta = StepMeta(history=meta.history, probe=meta.probe)
+            return Waits(job, waits_meta, outcome.why, outcome.front)
         case Park():
             return {
                 "status": "parked",
@@ -210,7 +216,8 @@ def _wait_in_lane(task: Task, waits: Waits) -> NoReturn:  # type: ignore[type-ar
     except (redis.RedisError, OSError) as exc:
         log.warning("state Redis unavailable (%s); retrying", type(exc).__name__)
         _reschedule(task, Again(waits.job, waits.meta, INFRA_RETRY_S, cause=exc))
-    raise CeleryRetry(f"waits in its account's {waits.job.priority.value} lane ({waits.why})")
+    reason = f"waits in its account's {waits.job.priority.value} lane ({waits.why})"
+    raise CeleryRetry(reason, exc=WaitsInLane(reason))
 
 
 def _signatures(value: object) -> list[dict[str, Any]] | None:

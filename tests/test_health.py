@@ -19,6 +19,9 @@ def test_fresh_heartbeats_are_healthy_and_stale_ones_are_not(tmp_path: Path) -> 
     verdict = health.check(max_age_s=60, now=1000)
     assert not verdict.healthy and "maintenance_at" in verdict.reason
     health.beat("maintenance_at", now=1000)
+    verdict = health.check(max_age_s=60, now=1000)
+    assert not verdict.healthy and "feeder_at" in verdict.reason  # a dead lane feeder shows
+    health.beat("feeder_at", now=1000)
     assert health.check(max_age_s=60, now=1059).healthy
     stale = health.check(max_age_s=60, now=1061)
     assert not stale.healthy and "old" in stale.reason
@@ -30,8 +33,8 @@ def test_zns_check_exit_codes(tmp_path: Path, worker_env: dict[str, str]) -> Non
     runner = CliRunner()
     assert runner.invoke(app, ["check"], env=env).exit_code == 1
     health = HealthFile(path)
-    health.beat("consumer_at")
-    health.beat("maintenance_at")
+    for kind in ("consumer_at", "maintenance_at", "feeder_at"):
+        health.beat(kind)
     assert runner.invoke(app, ["check"], env=env).exit_code == 0
     assert runner.invoke(app, ["check", "--ready"], env=env).exit_code == 0
     down = {**env, "ZNS_REDIS_URL": "redis://127.0.0.1:1/0"}

@@ -246,3 +246,75 @@ def test_the_feeder_groups_an_unlimited_accounts_steps_and_sends_a_limited_ones_
         assert messages[2][0][0].link == link
     finally:
         rt.close()
+
+
+# --- what a review found: nothing may leak, expire or die ---------------------------------------
+
+
+def test_the_feeder_survives_an_unreachable_redis(worker_env: dict[str, str]) -> None:
+    rt = build_runtime(settings_from({**worker_env, "ZNS_REDIS_URL": "redis://127.0.0.1:1/0"}))
+    try:
+        assert LaneFeeder(rt, lambda _: None).run_once() == 0  # logged, never raised
+    finally:
+        rt.close()
+
+
+def test_a_released_duplicate_leaves_the_in_flight_count_at_once(
+    lanes_rt: Runtime, control: SandboxControl
+) -> None:
+    job = _job(Lane.BULK)
+    for _ in range(2):  # the same step enqueued twice (a producer's retry)
+        lanes_rt.lanes.push([_entry(job)])
+        (item,) = lanes_rt.lanes.release("default", _limits(lanes_rt, limit=1)).taken
+        released = ReleasedSlot(item.slot_at_ms, item.entry.task_id)
+        lanes_rt.sender.process(job, Attempt(task_id=item.entry.task_id, released=released))
+    # the second was answered from the idempotency record, and holds no place in the cap
+    assert control.stats().sends_accepted == 1
+    assert lanes_rt.lanes.in_flight("default") == 0
+
+
+def test_leases_never_expire_and_release_never_shortens_the_in_flight_set(
+    lanes_rt: Runtime,
+) -> None:
+    gate = lanes_rt.sender._gate
+    assert gate.begin(_keys(lanes_rt, _job()), owner="o1", probe=False).state is Begin.OK
+    ttl_after_begin = lanes_rt.redis.pttl(lanes_rt.keys.inflight("default"))
+    lanes_rt.lanes.push([_entry(_job(Lane.BULK))])
+    assert len(lanes_rt.lanes.release("default", _limits(lanes_rt)).taken) == 1
+    assert lanes_rt.redis.pttl(lanes_rt.keys.lane_leases("default")) == -1
+    assert lanes_rt.redis.pttl(lanes_rt.keys.inflight("default")) >= ttl_after_begin - 1000
+
+
+def test_a_released_slot_that_passed_while_the_token_was_made_is_taken_anew(
+    lanes_rt: Runtime, control: SandboxControl
+) -> None:
+    job = _job(Lane.BULK)
+    lanes_rt.lanes.push([_entry(job)])
+    (item,) = lanes_rt.lanes.release("default", _limits(lanes_rt, limit=1)).taken
+    tat_before = int(lanes_rt.redis.get(lanes_rt.keys.rate("default")) or 0)
+    control.set_faults(latency_ms=300)  # the get-token call outlasts the slot
+    released = ReleasedSlot(item.slot_at_ms, item.entry.task_id)
+    outcome = lanes_rt.sender.process(job, Attempt(task_id=job.idempotency_key, released=released))
+    control.set_faults(latency_ms=0)
+    assert isinstance(outcome, Sent)
+    # a fresh slot was taken for the send (the feeder's had passed by more than 20 ms)
+    assert int(lanes_rt.redis.get(lanes_rt.keys.rate("default")) or 0) > tat_before
+
+
+def test_an_unknown_accounts_lane_is_released_to_be_dead_lettered(lanes_rt: Runtime) -> None:
+    ghost = LaneEntry("ghost-1", "ghost", Lane.BULK, {**_job().kwargs(), "account": "ghost"})
+    lanes_rt.lanes.push([ghost])
+    published: list[tuple[LaneEntry, dict[str, Any]]] = []
+    assert LaneFeeder(lanes_rt, published.extend).run_once() == 1
+    assert published[0][0].task_id == "ghost-1"  # the task dead-letters it: unknown account
+
+
+def test_a_canary_keeps_its_probe_flag_through_its_lane(lanes_rt: Runtime) -> None:
+    job = _job()
+    entry = LaneEntry("canary", "default", Lane.REALTIME, job.kwargs(), probe=True)
+    lanes_rt.lanes.push([entry])
+    published: list[tuple[LaneEntry, dict[str, Any]]] = []
+    LaneFeeder(lanes_rt, published.extend).feed("default")
+    kwargs = dict(published[0][1])
+    meta = lanes_rt.meta_seal.open(kwargs.pop(META_FIELD), kwargs)
+    assert meta.probe is True

@@ -106,6 +106,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         cipher=cipher,
     )
     dead_letters = DeadLetterStore(client, keys, clock=clock)
+    lanes = LaneStore(client, keys, lease_s=p.lane_lease_s, grace_s=p.lane_lease_s)
     limiter = RateLimiter(client, keys, accounts=settings.account, max_wait_s=p.rate_max_wait_s)
     status = StatusStore(client, keys, clock=clock, retention_s=p.idempotency_retention_s)
     order = StepOrder(
@@ -135,6 +136,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
             journey_tokens=journey_tokens,
             status=status,
             order=order,
+            lanes=lanes,
         ),
         access_tokens=access_tokens,
         policy=ErrorPolicy(
@@ -170,7 +172,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         order=order,
         sender=sender,
         meta_seal=MetaSeal(client, keys),
-        lanes=LaneStore(client, keys, lease_s=p.lane_lease_s, grace_s=p.lane_lease_s),
+        lanes=lanes,
     )
 
 

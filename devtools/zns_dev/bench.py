@@ -457,9 +457,9 @@ def run_bench(
         if focus.rate_limit:
             rows.append(_announce(console, "rate limit", lambda: bench_rate_limit(size, workdir)))
         if focus.fairness and not smoke:
-            from zns_dev.fairness import bench_fairness  # noqa: PLC0415 (imports this module)
+            from zns_dev.fairness import SCENARIOS, bench_fairness  # noqa: PLC0415 (it imports us)
 
-            for scenario in ("throttled", "exhausted"):
+            for scenario in SCENARIOS:
                 label = f"fairness: {scenario}"
                 rows.append(_announce(console, label, lambda: bench_fairness(workdir, scenario)))  # noqa: B023
     checks = _checks(rows)

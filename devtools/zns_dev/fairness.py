@@ -8,11 +8,16 @@ its shipped defaults (no concurrency or batching given):
                (200/s) at once, and 50 realtime steps of `default` itself, one every 200 ms
                (a trickle: 50 at once cannot all go within 2 s at 20/s, whatever the design)
     exhausted  10,000 bulk steps of account `c` whose quota is used up, then 200 steps of `b`
+    slow       10,000 bulk steps of account `d` (no rate limit) whose Zalo answers take 2 s (the
+               sandbox's latency for that OA alone), then, once `d` holds its threads (its first
+               100 sends in), 200 steps of `b`; `d` may hold at most its `max_in_flight` (default
+               100) of the worker's 200 threads
 
 Reported: per lane p50/p99 from enqueue to sent, each account's busiest 1-s window, duplicates
 and journey tokens per journey among what was sent, and the state-Redis round trips per sent
 message. A run stops once the measured steps are sent (the backlog is left: at 20/s it takes over
-8 minutes); the backlog's sends so far count for its busiest window.
+8 minutes, at 100 in flight x 4 s per new journey ~7 minutes); the backlog's sends so far count
+for its busiest window.
 """
 
 from __future__ import annotations
@@ -42,18 +47,25 @@ from zns_dev.bench import (
     make_steps,
 )
 from zns_dev.localrun import wait_until
+from zns_dev.sandbox.control import SandboxControl
 
 BACKLOG = 10_000
 OTHER = 200
 OWN_REALTIME = 50
 OWN_EVERY_S = 0.2
 SLOW_RATE, FAST_RATE = 20, 200
+#: The slow account's Zalo latency, and how many of its sends come in before `b`'s steps.
+SLOW_ZALO_MS, SLOW_WARM_SENDS = 2_000, 100
+#: Each scenario's backlog account (`d` is added for `slow` only: the others run as before).
+BACKLOG_ACCOUNT = {"throttled": "default", "exhausted": "c", "slow": "d"}
+SCENARIOS = tuple(BACKLOG_ACCOUNT)
 
 
-def _add_oas(sc: Scenario) -> dict[str, str]:
-    """Accounts b and c, each an OA of its own in the sandbox (default is the sandbox's own)."""
+def _add_oas(sc: Scenario, scenario: str) -> dict[str, str]:
+    """Accounts b and c (and d for `slow`), each an OA of its own in the sandbox (default is the
+    sandbox's own); d's API calls answered `SLOW_ZALO_MS` late."""
     env: dict[str, str] = {}
-    for name in ("b", "c"):
+    for name in ("b", "c", "d") if scenario == "slow" else ("b", "c"):
         spec = sc.control.add_oa(f"app-{name}")
         prefix = f"ZNS_ACCOUNTS__{name.upper()}__"
         env |= {
@@ -62,6 +74,8 @@ def _add_oas(sc: Scenario) -> dict[str, str]:
             f"{prefix}ACCESS_TOKEN": spec.access_token,
             f"{prefix}REFRESH_TOKEN": spec.refresh_token,
         }
+    if scenario == "slow":
+        sc.control.set_oa_latency("app-d", SLOW_ZALO_MS)
     env["ZNS_ACCOUNTS__B__RATE_PER_S"] = str(FAST_RATE)
     env["ZNS_RATE_PER_S"] = str(SLOW_RATE)
     return env
@@ -82,25 +96,24 @@ def _steps(count: int, account: str, tag: str) -> list[dict[str, Any]]:
 
 
 def bench_fairness(workdir: Path, scenario: str) -> Row:
-    """One scenario (`throttled` or `exhausted`); see the module docstring."""
+    """One scenario (`throttled`, `exhausted` or `slow`); see the module docstring."""
     with _sandbox(0) as (url, control), _redis() as state, _redis() as broker:
         sc = Scenario(url, control, Size(BACKLOG, BACKLOG, (0,), (1,), 0, 0), 1, 0, workdir)
-        env = {**_worker_env(state.url, broker.url, url), **_add_oas(sc)}
+        env = {**_worker_env(state.url, broker.url, url), **_add_oas(sc, scenario)}
         env.pop("ZNS_CELERY__CONCURRENCY")  # the shipped default
         if scenario == "exhausted":
             control.set_quota(1_000_000, remaining=0, app_id="app-c")
         settings = Settings(_env_file=None, redis_url=state.url, broker_url=broker.url)
         producer = Producer(settings)
         bare = Celery(broker=broker.url)
-        backlog_account = "c" if scenario == "exhausted" else "default"
-        backlog = _steps(BACKLOG, backlog_account, "backlog")
+        backlog = _steps(BACKLOG, BACKLOG_ACCOUNT[scenario], "backlog")
         other = _steps(OTHER, "b", "other")
         own = _steps(OWN_REALTIME, "default", "own") if scenario == "throttled" else []
         enqueued_at: dict[str, float] = {}
         with _workers(sc, env) as workers:
             trips_before = _round_trips(workers)
             producer.enqueue_many(backlog)  # the bulk run, into its lane
-            time.sleep(2.0)  # the backlog is under way
+            _backlog_under_way(control, scenario)
             for step in other:  # realtime steps, as a bare send_task producer sends them
                 enqueued_at[derive_tracking_id(step["idempotency_key"])] = time.time()
                 bare.send_task(TASK_NAME, kwargs=step, queue=QUEUE)
@@ -124,6 +137,20 @@ def bench_fairness(workdir: Path, scenario: str) -> Row:
         scenario, messages, enqueued_at=enqueued_at, own=own, trips=trips,
         tokens=tokens,
     )  # fmt: skip
+
+
+def _backlog_under_way(control: SandboxControl, scenario: str) -> None:
+    """Wait until the backlog is being sent: 2 s, or for `slow` its first sends (by then its
+    steps hold every thread the account may have)."""
+    if scenario != "slow":
+        time.sleep(2.0)
+        return
+    wait_until(
+        lambda: control.stats().sends_accepted >= SLOW_WARM_SENDS,
+        timeout_s=60,
+        interval_s=0.2,
+        what=f"the slow account's first {SLOW_WARM_SENDS} sends",
+    )
 
 
 def _row(

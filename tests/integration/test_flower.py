@@ -24,6 +24,7 @@ import redis
 from celery import Celery
 from typer.testing import CliRunner
 
+from tests.rabbitmq import management_api_url, rabbitmq_url, require_management_api
 from tests.support import REPO, SANDBOX_CREDENTIALS, WorkerProcess, free_port, wait_until
 from worker.ops import flower
 from worker.ops.cli import app
@@ -232,6 +233,67 @@ def test_flower_shows_the_backlog_of_the_zns_queue(
     assert "zns" in broker_page.text
 
 
+@pytest.fixture
+def rabbitmq_broker(rabbitmq_vhost: str) -> str:
+    """A RabbitMQ vhost of this test's own, its management API answering (tests/rabbitmq.py)."""
+    require_management_api()
+    return rabbitmq_url(rabbitmq_vhost)
+
+
+def _queue_lengths(client: httpx.Client) -> list[dict[str, Any]]:
+    response = client.get("/api/queues/length")
+    response.raise_for_status()
+    # RabbitMQ's management API says much more of each queue; its figure may lag or be absent.
+    return [
+        {"name": q["name"], "messages": q.get("messages")} for q in response.json()["active_queues"]
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("broker_api", ["derived from the broker URL", "ZNS_FLOWER_BROKER_API"])
+def test_flower_shows_the_backlog_of_the_zns_queue_on_rabbitmq(
+    rabbitmq_broker: str,
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    flower_auth: tuple[str, str],
+    broker_api: str,
+) -> None:
+    # Given 7 steps waiting on a RabbitMQ vhost's `zns` queue (no worker takes them)
+    foreign = Celery(broker=rabbitmq_broker)
+    for n in range(7):
+        kwargs = {"phone": FULL_PHONE, "template_id": 1, "template_data": {"n": n}}
+        foreign.send_task(TASK, kwargs=kwargs, queue="zns")
+    foreign.close()
+    # And `zns flower` on that broker, told the management API's URL or deriving it
+    env = {**worker_env, "ZNS_BROKER_URL": rabbitmq_broker}
+    if broker_api == flower.BROKER_API_VAR:
+        env[flower.BROKER_API_VAR] = management_api_url()
+    user, password = flower_auth
+    process = FlowerProcess(env, tmp_path / "flower.log", credentials=f"{user}:{password}")
+    lengths: list[dict[str, Any]] = []
+    try:
+        process.start()
+        with httpx.Client(
+            base_url=process.base_url, auth=flower_auth, timeout=HTTP_TIMEOUT_S
+        ) as client:
+            # Then its queue API shows the backlog (the management API's figures lag by seconds)
+            def backlog_shown() -> bool:
+                lengths[:] = _queue_lengths(client)
+                return {"name": "zns", "messages": 7} in lengths
+
+            try:
+                wait_until(backlog_shown, timeout_s=30, interval_s=0.5, what="zns: 7 in Flower")
+            except TimeoutError:
+                pytest.fail(f"Flower shows {lengths}; its log:\n{process.log()[-3000:]}")
+            # And its Broker page answers, listing the queue
+            broker_page = client.get("/broker")
+    finally:
+        process.stop()
+    assert broker_page.status_code == httpx.codes.OK
+    assert "zns" in broker_page.text
+
+
 WORKER_SIDE_MASKING = (
     "the worker passes on what it was given: its task-received event carries the message's own "
     "kwargsrepr (a producer that sets none shows the phone), and `inspect scheduled/reserved` "
@@ -341,6 +403,8 @@ def exec_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str], di
     monkeypatch.setattr(os, "execve", fake_execve)
     monkeypatch.delenv(flower.AUTH_VAR, raising=False)
     monkeypatch.delenv(flower.FLOWER_AUTH_VAR, raising=False)
+    for var in (flower.BROKER_API_VAR, flower.FLOWER_BROKER_API_VAR, "ZNS_BROKER_URL"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(REPO / "tests")  # no .env of a developer's in the way
     return calls
 
@@ -388,3 +452,85 @@ def test_malformed_credentials_are_refused_without_echoing_them(
     assert exec_calls == []
     if value:
         assert value not in result.output.replace(flower.AUTH_VAR, "")
+
+
+def test_broker_api_reaches_flower_by_environment_never_argv_or_output(
+    exec_calls: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(flower.AUTH_VAR, "ops:pw")
+    monkeypatch.setenv("ZNS_BROKER_URL", "amqp://zns:broker-pw@rabbit:5672/billing")
+    monkeypatch.setenv(flower.BROKER_API_VAR, " https://mon:s3cret-api@rabbit-mgmt/rabbitmq/api/ ")
+    result = CliRunner().invoke(app, ["flower"])
+    assert result.exit_code == 0, result.output
+    [(_, argv, env)] = exec_calls
+    assert env[flower.FLOWER_BROKER_API_VAR] == "https://mon:s3cret-api@rabbit-mgmt/rabbitmq/api/"
+    assert flower.BROKER_API_VAR not in env
+    assert not any("broker" in arg for arg in argv)
+    assert "s3cret" not in " ".join(argv) + result.output
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "expected"),
+    [
+        (
+            "amqp://zns:p%40ss@rabbit.internal:5672/billing",
+            "http://zns:p%40ss@rabbit.internal:15672/api/",
+        ),
+        ("amqp://guest:guest@127.0.0.1:5672//", "http://guest:guest@127.0.0.1:15672/api/"),
+        ("amqps://zns:pw@rabbit:5671/billing", "https://zns:pw@rabbit:15671/api/"),
+        ("amqp://rabbit", "http://rabbit:15672/api/"),
+        (
+            "amqp://zns:pw@[fd00::1]:5672/x;amqp://zns:pw@b:5672/x",
+            "http://zns:pw@[fd00::1]:15672/api/",
+        ),
+    ],
+)
+def test_broker_api_defaults_to_the_management_api_of_the_rabbitmq_broker(
+    exec_calls: list[Any], monkeypatch: pytest.MonkeyPatch, broker_url: str, expected: str
+) -> None:
+    # The API root, no vhost: Flower joins `queues/<vhost of the broker URL>` to it
+    monkeypatch.setenv("ZNS_BROKER_URL", broker_url)
+    monkeypatch.setenv(flower.FLOWER_BROKER_API_VAR, "http://inherited:pw@elsewhere:15672/api/")
+    result = CliRunner().invoke(app, ["flower", "--no-auth"])
+    assert result.exit_code == 0, result.output
+    [(_, argv, env)] = exec_calls
+    assert env[flower.FLOWER_BROKER_API_VAR] == expected
+    assert "@" not in " ".join(argv) + result.output  # no credentials of the broker's
+
+
+def test_no_broker_api_on_a_redis_broker(
+    exec_calls: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a Redis broker, and a management API URL set by mistake (and one inherited)
+    monkeypatch.setenv(flower.BROKER_API_VAR, "http://mon:s3cret-api@rabbit:15672/api/")
+    monkeypatch.setenv(flower.FLOWER_BROKER_API_VAR, "http://mon:s3cret-api@rabbit:15672/api/")
+    result = CliRunner().invoke(app, ["flower", "--no-auth"])
+    # Then Flower gets none (it reads Redis itself), and we say so without the URL
+    assert result.exit_code == 0, result.output
+    [(_, _, env)] = exec_calls
+    assert flower.FLOWER_BROKER_API_VAR not in env
+    assert flower.BROKER_API_VAR not in env
+    assert f"{flower.BROKER_API_VAR} is ignored" in result.output
+    assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "rabbit:15672/api/",  # no scheme
+        "amqp://mon:s3cret@rabbit:5672/",  # the broker, not its API
+        "http://mon:s3cret@rabbit:15672/api",  # Flower would ask /queues/<vhost>
+        "http://mon:s3cret@rabbit:15672/api/billing",  # a vhost: Flower takes it from the broker
+    ],
+)
+def test_malformed_broker_api_is_refused_without_echoing_it(
+    exec_calls: list[Any], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ZNS_BROKER_URL", "amqp://guest:guest@rabbit:5672/billing")
+    monkeypatch.setenv(flower.BROKER_API_VAR, value)
+    result = CliRunner().invoke(app, ["flower", "--no-auth"])
+    assert result.exit_code == flower.EXIT_USAGE
+    assert flower.BROKER_API_VAR in result.output
+    assert exec_calls == []
+    assert value not in result.output
+    assert "s3cret" not in result.output

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.sandbox.zalo import DATA, PHONE, ZaloCalls, error_of
+from tests.sandbox.zalo import DATA, OTHER_PHONE, PHONE, ZaloCalls, error_of
 from zns_dev.sandbox import SandboxControl
+
+LATENCY_MS = 400  # far above a loopback call, short enough for a test
+LATENCY_S = LATENCY_MS / 1000
 
 
 def test_fault_100_is_a_json_error_with_http_200(zalo: ZaloCalls, control: SandboxControl) -> None:
@@ -107,3 +111,42 @@ def test_a_client_that_times_out_has_still_been_heard(
     while not control.messages() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [m.tracking_id for m in control.messages()] == ["late"]
+
+
+def _timed(call: Callable[[], httpx.Response]) -> float:
+    started = time.perf_counter()
+    assert error_of(call()) == 0
+    return time.perf_counter() - started
+
+
+def test_one_slow_oa_leaves_the_others_fast(zalo: ZaloCalls, control: SandboxControl) -> None:
+    # Given an OA whose API calls take 400 ms, beside the sandbox's own OA at no latency
+    slow = control.add_oa("slow-app", latency_ms=LATENCY_MS)
+    slow_zalo = ZaloCalls(zalo.http, slow.access_token)
+    token = zalo.journey()
+    # Then each of its calls (told apart by the access token) waits, the other OA's do not
+    slow_token = slow_zalo.journey(OTHER_PHONE)
+    assert _timed(lambda: slow_zalo.get_token(OTHER_PHONE)) >= LATENCY_S
+    assert _timed(lambda: slow_zalo.send(slow_token, phone=OTHER_PHONE)) >= LATENCY_S
+    assert _timed(slow_zalo.quota) >= LATENCY_S
+    assert _timed(lambda: zalo.send(token)) < LATENCY_S
+    assert _timed(zalo.quota) < LATENCY_S
+    # And a latency set afterwards, or taken away, applies from the next call
+    assert control.set_oa_latency("sandbox-app", LATENCY_MS) == {
+        "slow-app": LATENCY_MS,
+        "sandbox-app": LATENCY_MS,
+    }
+    assert control.set_oa_latency("slow-app", None) == {"sandbox-app": LATENCY_MS}
+    assert _timed(zalo.quota) >= LATENCY_S
+    assert _timed(slow_zalo.quota) < LATENCY_S
+    # And a reset forgets it
+    control.reset()
+    assert _timed(zalo.quota) < LATENCY_S
+
+
+def test_an_unknown_oa_has_no_latency_to_set(control: SandboxControl) -> None:
+    with pytest.raises(httpx.HTTPStatusError) as raised:
+        control.set_oa_latency("nobody", 100)
+    assert raised.value.response.status_code == 400
+    with pytest.raises(ValueError, match="latency_ms"):
+        control.set_oa_latency("sandbox-app", -1)

@@ -72,3 +72,12 @@ def test_a_seed_replays_the_same_faults() -> None:
     assert plans(config) == plans(config)
     rates = [plan.before for plan in plans(config, n=1000)]
     assert 200 < rates.count(Fault.DROP) < 400
+
+
+def test_an_oas_own_latency_replaces_the_global_one_but_not_the_oauth_one() -> None:
+    dice = FaultDice(seed=1)
+    config = SandboxConfig(latency_ms=100, oauth_latency_ms=300, stall_rate=1.0, stall_ms=50)
+    assert dice.plan(config, "send", oa_latency_ms=2000).delay_s == pytest.approx(2.05)
+    assert dice.plan(config, "quota", oa_latency_ms=0).delay_s == pytest.approx(0.05)
+    assert dice.plan(config, "send").delay_s == pytest.approx(0.15)
+    assert dice.plan(config, "refresh", oa_latency_ms=2000).delay_s == pytest.approx(0.35)

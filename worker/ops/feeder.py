@@ -17,6 +17,9 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import redis
+from kombu.exceptions import KombuError
+
 from worker import metrics
 from worker.clock import Clock, ms, system_clock
 from worker.errors import ZnsError
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 PublishEntries = Callable[[list[tuple[LaneEntry, dict[str, Any]]]], object]
 """Publish lane entries (each with the kwargs to publish) on the `zns` queue under their own
 task ids, in one message when there are several (they share their callbacks)."""
+#: What a pass survives: the state Redis or the broker unreachable (a failed publish leaves its
+#: steps leased: they go back to their lane when the lease runs out).
+UNREACHABLE = (ZnsError, OSError, redis.RedisError, KombuError)
 #: The most steps one feeder takes for one account in one pass.
 RELEASE_LIMIT = 200
 #: Every this many seconds a pass looks at every configured account, not only the active set.
@@ -52,21 +58,19 @@ class LaneFeeder:
         released = 0
         try:
             accounts = self._accounts()
-        except (ZnsError, OSError) as exc:  # Redis unreachable: the next pass tries again
-            log.warning("lane feeder: %s", exc)
+        except UNREACHABLE as exc:  # Redis unreachable: the next pass tries again
+            log.warning("lane feeder: %s: %s", type(exc).__name__, exc)
             return 0
         for account in sorted(accounts):
             try:
                 released += self.feed(account)
-            except (ZnsError, OSError) as exc:
-                log.warning("lane feeder for %s failed: %s", account, exc)
+            except UNREACHABLE as exc:
+                log.warning("lane feeder for %s: %s: %s", account, type(exc).__name__, exc)
         return released
 
     def feed(self, account: str) -> int:
         """Release what one account can send next; returns how many steps."""
         limits = self._limits(account)
-        if limits is None:
-            return 0
         release = self._rt.lanes.release(account, limits)
         per_message = (
             1 if limits.rate.emission_us > 0 else self._rt.settings.pipeline.steps_per_message
@@ -83,14 +87,15 @@ class LaneFeeder:
             return set(self._rt.settings.account_names()) | self._rt.lanes.active()
         return self._rt.lanes.active()
 
-    def _limits(self, account: str) -> ReleaseLimits | None:
+    def _limits(self, account: str) -> ReleaseLimits:
+        """The account's own; an account this deployment does not know (a producer enqueued a
+        bulk run for it, or it left the configuration) is released without limits, and its
+        steps are dead-lettered as unknown like any step of it from the queue."""
         settings = self._rt.settings.account(account)
-        if settings is None:
-            return None
         return ReleaseLimits(
             rate=RateParams.of(settings),
             horizon_ms=ms(self._rt.settings.pipeline.lane_horizon_s),
-            max_in_flight=settings.max_in_flight,
+            max_in_flight=settings.max_in_flight if settings else 0,
             limit=RELEASE_LIMIT,
         )
 
@@ -109,7 +114,7 @@ class LaneFeeder:
 
     def _kwargs(self, item: Released) -> dict[str, Any]:
         entry = item.entry
-        meta = StepMeta(history=entry.history, slot=item.slot_at_ms)
+        meta = StepMeta(history=entry.history, probe=entry.probe, slot=item.slot_at_ms)
         return {**entry.kwargs, META_FIELD: self._rt.meta_seal.seal(meta, entry.kwargs)}
 
 

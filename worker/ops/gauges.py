@@ -22,7 +22,6 @@ which would also hide the counters that say what went wrong.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -36,7 +35,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from worker.clock import Clock, ms, system_clock
 from worker.messaging.broker import transport_for
 from worker.messaging.names import QUEUE
-from worker.ops.health import KINDS
+from worker.ops.health import KINDS, HealthFile
 from worker.runtime import Runtime
 from worker.state.deadletters import DeadLetterStore
 from worker.state.keys import Keys
@@ -275,17 +274,14 @@ class HeartbeatCollector(_Guarded):
     def _collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
             "zns_worker_heartbeat_age_seconds",
-            "Seconds since this worker's consumer (consumer_at) or maintenance thread "
-            "(maintenance_at) last beat.",
+            "Seconds since this worker's consumer (consumer_at), maintenance thread "
+            "(maintenance_at) or lane feeder (feeder_at) last beat.",
             labels=["kind"],
         )
-        try:
-            state = json.loads(self._path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            state = {}
+        state = HealthFile(self._path).read() or {}
         now = self._clock()
         for kind in KINDS:
-            at = state.get(kind) if isinstance(state, dict) else None
+            at = state.get(kind)
             if isinstance(at, int | float):
                 gauge.add_metric([kind], max(0.0, now - at))
         yield gauge

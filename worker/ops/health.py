@@ -1,8 +1,9 @@
 """Cheap health checks for probes: a heartbeat file the worker keeps fresh, read by `zns check`.
 
-The worker writes two timestamps: `consumer_at` on every Celery event heartbeat (sent from the
-consumer's own loop, so it stops when the worker stops consuming) and `maintenance_at` on every
-maintenance pass. A probe reads a small local file: no broker round trip, no `celery inspect`.
+The worker writes three timestamps: `consumer_at` on every Celery event heartbeat (sent from the
+consumer's own loop, so it stops when the worker stops consuming), `maintenance_at` on every
+maintenance pass and `feeder_at` from the lane feeder (at most every few seconds). A probe reads
+a small local file: no broker round trip, no `celery inspect`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from worker.settings import DEFAULT_HEALTH_FILE
 
-KINDS = ("consumer_at", "maintenance_at")
+KINDS = ("consumer_at", "maintenance_at", "feeder_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +34,8 @@ class HealthFile:
         self.path = path
 
     def beat(self, kind: str, *, now: float | None = None) -> None:
-        """Record that `kind` (consumer_at | maintenance_at) is alive now; atomic replace."""
-        state = self._read() or {}
+        """Record that `kind` (one of `KINDS`) is alive now; atomic replace."""
+        state = self.read() or {}
         state[kind] = time.time() if now is None else now
         state["pid"] = os.getpid()
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -43,7 +44,7 @@ class HealthFile:
 
     def check(self, *, max_age_s: float, now: float | None = None) -> Verdict:
         """Healthy when every heartbeat is younger than `max_age_s`."""
-        state = self._read()
+        state = self.read()
         if state is None:
             return Verdict(False, f"no heartbeat file at {self.path} (worker not started?)")
         current = time.time() if now is None else now
@@ -65,7 +66,8 @@ class HealthFile:
         alive = "" if _running(pid) else ", which is not running"
         return f"in {self.path}, written by pid {pid}{alive}"
 
-    def _read(self) -> dict[str, float | int] | None:
+    def read(self) -> dict[str, float | int] | None:
+        """The heartbeats as written (None: no readable file)."""
         try:
             value = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from worker.clock import Clock, ms, system_clock
 from worker.errors import ZnsError
 from worker.pipeline.step_meta import META_FIELD, MetaSeal, StepMeta
@@ -57,7 +59,7 @@ class Maintenance:
         for account in self._rt.settings.account_names():
             try:
                 self._account_pass(account, report)
-            except (ZnsError, OSError) as exc:  # Redis or Zalo unreachable: next pass retries
+            except (ZnsError, OSError, redis.RedisError) as exc:  # Redis or Zalo unreachable
                 report.errors.append(f"{account}: {type(exc).__name__}: {exc}")
                 log.warning("maintenance pass for %s failed: %s", account, exc)
         return report

@@ -39,11 +39,20 @@ from worker.pipeline.outcomes import (
 from worker.pipeline.policy import ErrorPolicy
 from worker.state.deadletters import DeadLetterStore
 from worker.state.idempotency import IdempotencyStore
+from worker.state.lanes import LaneStore
 from worker.state.ordering import StepOrder
 from worker.state.parking import ParkingLot
 from worker.state.pauses import AccountState
 from worker.state.quota import QuotaStore
-from worker.state.step_gate import Begin, Finished, ReleasedSlot, Started, StepGate, StepKeys
+from worker.state.step_gate import (
+    LATE_SLOT_MS,
+    Begin,
+    Finished,
+    ReleasedSlot,
+    Started,
+    StepGate,
+    StepKeys,
+)
 from worker.state.step_status import StatusStore
 from worker.status import ParkReason
 from worker.tokens.access import AccessGrant, AccessTokenManager
@@ -96,6 +105,7 @@ class Stores:
     journey_tokens: JourneyTokenStore
     status: StatusStore
     order: StepOrder
+    lanes: LaneStore
 
 
 class JourneySender:
@@ -130,6 +140,8 @@ class JourneySender:
         """Run one step: order, begin, send, record."""
         check = self._s.order.check(job, {"history": list(attempt.history)})
         if check.parked:
+            if attempt.released is not None:
+                self._s.lanes.leave_in_flight(job.account, attempt.released.task_id)
             parked = Park(ParkReason.ORDER, check.due_at, check.detail, stored=True)
             _count(job.account, parked)
             return parked
@@ -252,6 +264,8 @@ class JourneySender:
         A step that had no token stored takes its slot only now (`begin_step.lua`): a slot
         taken before the get-token call would often have passed by the time of the send, and
         such late sends bunch up above the rate."""
+        if slot_at is not None and self._clock() > slot_at + LATE_SLOT_MS / 1000:
+            slot_at = None  # passed while the journey token was made: bunched sends, take anew
         if slot_at is None:
             slot = self._gate.slot(account)
             if not slot.granted:

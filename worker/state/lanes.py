@@ -43,6 +43,7 @@ class LaneEntry:
     history: tuple[dict[str, Any], ...] = ()
     link: list[dict[str, Any]] | None = None  # callbacks, as Celery serialises signatures
     link_error: list[dict[str, Any]] | None = None
+    probe: bool = False  # the canary of a paused account (worker/pipeline/step_meta.py)
     queued_at: float = field(default_factory=time.time)
 
     def to_json(self) -> str:
@@ -55,6 +56,7 @@ class LaneEntry:
             "history": list(self.history),
             "link": self.link,
             "link_error": self.link_error,
+            "probe": self.probe,
             "queued_at": self.queued_at,
         }
         return json.dumps(body, separators=(",", ":"))
@@ -71,6 +73,7 @@ class LaneEntry:
             history=tuple(body.get("history") or ()),
             link=body.get("link"),
             link_error=body.get("link_error"),
+            probe=body.get("probe") is True,
             queued_at=float(body.get("queued_at") or 0.0),
         )
 
@@ -91,11 +94,12 @@ class Release:
     taken: list[Released]
     realtime_left: int
     bulk_left: int
+    leased: int = 0  # entries taken by feeders and not yet published (these included)
 
     @property
     def empty(self) -> bool:
-        """Nothing left in either lane."""
-        return self.realtime_left == 0 and self.bulk_left == 0
+        """Nothing left in either lane, nothing leased."""
+        return self.realtime_left == 0 and self.bulk_left == 0 and self.leased == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +143,11 @@ class LaneStore:
         reply = self._release(keys=keys, args=args)
         taken = [
             Released(LaneEntry.from_json(raw), _text(raw), int(slot))
-            for raw, slot in zip(reply[2::2], reply[3::2], strict=True)
+            for raw, slot in zip(reply[3::2], reply[4::2], strict=True)
         ]
-        return Release(taken, realtime_left=int(reply[0]), bulk_left=int(reply[1]))
+        return Release(
+            taken, realtime_left=int(reply[0]), bulk_left=int(reply[1]), leased=int(reply[2])
+        )
 
     def done(self, account: str, taken: Sequence[Released]) -> None:
         """The entries are published: end their leases."""
@@ -153,10 +159,11 @@ class LaneStore:
         return {_text(name) for name in self._client.smembers(self._keys.lanes_active())}
 
     def forget_if_empty(self, account: str) -> bool:
-        """Drop the account from the active set if both its lanes are empty; a push racing this
-        puts it back (it adds the account after its entry, and this looks again after)."""
+        """Drop the account from the active set if both its lanes are empty and nothing of it is
+        leased; a push racing this puts it back (it adds the account after its entry, and this
+        looks again after)."""
         self._client.srem(self._keys.lanes_active(), account)
-        if self.depth(account) != (0, 0):
+        if self.depth(account) != (0, 0) or self._client.zcard(self._keys.lane_leases(account)):
             self._client.sadd(self._keys.lanes_active(), account)
             return False
         return True
@@ -169,9 +176,19 @@ class LaneStore:
         realtime, bulk = pipe.execute()
         return int(realtime), int(bulk)
 
+    def leave_in_flight(self, account: str, task_id: str) -> None:
+        """A released step ended before `begin` (parked for its journey's order): it no longer
+        counts in flight."""
+        self._client.zrem(self._keys.inflight(account), released_member(task_id))
+
     def in_flight(self, account: str) -> int:
         """The account's steps counted in flight (begun, or released and not begun yet)."""
         return int(self._client.zcount(self._keys.inflight(account), time.time() * 1000, "+inf"))
+
+
+def released_member(task_id: str) -> str:
+    """A released step's entry in its account's in-flight set until it begins."""
+    return f"r:{task_id}"
 
 
 def lane_release_args(

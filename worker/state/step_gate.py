@@ -26,6 +26,7 @@ import redis
 from worker.clock import Clock, ms, next_quota_reset
 from worker.job import Job, Lane
 from worker.state.keys import Keys
+from worker.state.lanes import released_member
 from worker.state.ratelimit import RateLimiter, RateParams, Slot
 from worker.state.scripts import register
 from worker.state.step_status import step_identity
@@ -253,7 +254,7 @@ def begin_step_args(
             "1" if defer else "0",
             lanes.lane.value,
             "" if released is None else released.slot_ms,  # released_slot_ms
-            "" if released is None else f"r:{released.task_id}",  # released_member
+            "" if released is None else released_member(released.task_id),
             lanes.max_in_flight,
             LATE_SLOT_MS,
         ],

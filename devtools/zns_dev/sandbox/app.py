@@ -1,7 +1,8 @@
 """The sandbox's HTTP face: Zalo's API and OAuth routes on one port, plus `/_sandbox/*`.
 
 Zalo routes go through one funnel (`_ZaloRoutes._funnel`): count the call, roll the fault
-dice, wait, then either inflict the fault or run the rules in `SandboxState` and render the
+dice, wait (the calling OA's own latency, told by its `access_token` header, or the config's),
+then either inflict the fault or run the rules in `SandboxState` and render the
 answer with Zalo's quirks (HTTP 200 errors, numbers as strings, `"tokenType "`). The control
 routes are never faulted, need no auth and refuse any client that is not on this machine.
 """
@@ -31,6 +32,7 @@ from zns_dev.sandbox.config import (
 from zns_dev.sandbox.faults import Fault, FaultDice, FaultPlan
 from zns_dev.sandbox.records import (
     AccountSpec,
+    OaLatency,
     OddSendAnswer,
     ScriptedError,
     TemplateSpec,
@@ -132,7 +134,8 @@ class _ZaloRoutes:
                 await request.read()
             except ConnectionResetError:
                 return _drop(request)
-            plan = dice.plan(state.config, endpoint)
+            oa_latency_ms = state.oa_latency_ms(request.headers.get("access_token"))
+            plan = dice.plan(state.config, endpoint, oa_latency_ms=oa_latency_ms)
             if plan.stalled:
                 state.count_fault(Fault.STALL)
             if plan.delay_s:
@@ -334,6 +337,7 @@ class _ControlRoutes:
             web.post("/_sandbox/odd-answer", guard(self._odd_answer)),
             web.post("/_sandbox/templates", guard(self._template)),
             web.post("/_sandbox/oa", guard(self._add_oa)),
+            web.post("/_sandbox/oa/latency", guard(self._oa_latency)),
             web.post("/_sandbox/access-token/expire", guard(self._expire_access_tokens)),
         ]
 
@@ -443,6 +447,10 @@ class _ControlRoutes:
     async def _add_oa(self, request: web.Request) -> object:
         self._state.add_account(AccountSpec.model_validate(await self._body(request)))
         return {"ok": True}
+
+    async def _oa_latency(self, request: web.Request) -> object:
+        body = OaLatency.model_validate(await self._body(request))
+        return self._state.set_latency(body.app_id, body.latency_ms)
 
     async def _expire_access_tokens(self, request: web.Request) -> object:
         body = _AppIdBody.model_validate(await self._body(request))

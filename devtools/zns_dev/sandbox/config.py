@@ -66,7 +66,7 @@ class SandboxConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65_535)] = DEFAULT_PORT  # 0: pick a free port
-    latency_ms: NonNegativeInt = 0  # added to every Zalo API call
+    latency_ms: NonNegativeInt = 0  # added to every Zalo API call (an OA may have its own)
     oauth_latency_ms: NonNegativeInt = 0  # added to the refresh call only
     daily_quota: NonNegativeInt = DEFAULT_DAILY_QUOTA
     access_token_ttl_s: Annotated[int, Field(gt=0)] = DEFAULT_ACCESS_TOKEN_TTL_S

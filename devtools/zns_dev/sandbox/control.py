@@ -11,6 +11,7 @@ import httpx
 from zns_dev.sandbox.records import (
     AccountSpec,
     JourneyToken,
+    OaLatency,
     OddSendAnswer,
     OddShape,
     Quota,
@@ -172,8 +173,10 @@ class SandboxControl:
         access_token: str | None = None,
         refresh_token: str | None = None,
         daily_quota: int | None = None,
+        latency_ms: int | None = None,
     ) -> AccountSpec:
-        """Add an Official Account; unset credentials are derived from app_id and returned."""
+        """Add an Official Account; unset credentials are derived from app_id and returned.
+        `latency_ms`: its API calls' own latency (see `set_oa_latency`)."""
         spec = AccountSpec(
             app_id=app_id,
             secret_key=secret_key or f"{app_id}-secret",
@@ -181,9 +184,19 @@ class SandboxControl:
             access_token=access_token or f"{app_id}-access-token",
             refresh_token=refresh_token or f"{app_id}-refresh-token",
             daily_quota=daily_quota,
+            latency_ms=latency_ms,
         )
         self._post("/_sandbox/oa", spec.model_dump())
         return spec
+
+    def set_oa_latency(self, app_id: str, latency_ms: int | None) -> dict[str, int]:
+        """Answer one OA's API calls (send, get-token, check-token, quota, status: the OA is
+        told by their access token) `latency_ms` late, instead of the global `latency_ms`; None
+        gives it the global one again. Stalls still add to it; the OAuth refresh keeps
+        `oauth_latency_ms`; a reset forgets it. Returns every OA's own latency by app id."""
+        body = OaLatency(app_id=app_id, latency_ms=latency_ms).model_dump()
+        latencies: dict[str, int] = self._post("/_sandbox/oa/latency", body)
+        return latencies
 
     def expire_access_tokens(self, app_id: str | None = None) -> int:
         """Expire the current access tokens (one OA or all) now; returns how many."""

@@ -48,9 +48,15 @@ class FaultDice:
         """Start the dice over (after a reset) so a seeded run replays the same faults."""
         self._rng.seed(seed)
 
-    def plan(self, config: SandboxConfig, endpoint: str) -> FaultPlan:
-        """The delay and fault for one call to `endpoint`."""
-        latency_ms = config.oauth_latency_ms if endpoint == REFRESH else config.latency_ms
+    def plan(
+        self, config: SandboxConfig, endpoint: str, *, oa_latency_ms: int | None = None
+    ) -> FaultPlan:
+        """The delay and fault for one call to `endpoint`; `oa_latency_ms`, the calling OA's own
+        latency, replaces `config.latency_ms` (never the refresh's `oauth_latency_ms`)."""
+        if endpoint == REFRESH:
+            latency_ms = config.oauth_latency_ms
+        else:
+            latency_ms = config.latency_ms if oa_latency_ms is None else oa_latency_ms
         if endpoint not in config.fault_endpoints:
             return FaultPlan(delay_s=latency_ms / 1000) if latency_ms else NO_FAULT
         stalled = self._hit(config.stall_rate)

@@ -236,7 +236,8 @@ class TemplateSpec(BaseModel):
 
 
 class AccountSpec(BaseModel):
-    """An Official Account with its app credentials, bootstrap tokens and daily quota."""
+    """An Official Account with its app credentials, bootstrap tokens, daily quota and (if it
+    is slower than the rest) latency."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -246,3 +247,15 @@ class AccountSpec(BaseModel):
     access_token: str
     refresh_token: str
     daily_quota: int | None = Field(default=None, ge=0)
+    #: How late this OA's API calls are answered, instead of the config's `latency_ms`
+    #: (None: the config's); the OAuth refresh keeps `oauth_latency_ms`.
+    latency_ms: int | None = Field(default=None, ge=0)
+
+
+class OaLatency(BaseModel):
+    """One OA's own latency for its API calls (None: back to the config's `latency_ms`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str
+    latency_ms: int | None = Field(ge=0)

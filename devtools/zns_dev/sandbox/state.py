@@ -173,6 +173,7 @@ class OfficialAccount:
     daily_quota: int
     remaining_quota: int
     quota_day: int
+    latency_ms: int | None = None  # its API calls' latency; None: the config's latency_ms
     consumed_refresh_tokens: set[str] = field(default_factory=set)
     template_sends_today: Counter[str] = field(default_factory=Counter)
 
@@ -249,8 +250,31 @@ class SandboxState:
             daily_quota=daily,
             remaining_quota=daily,
             quota_day=vietnam_day(now),
+            latency_ms=spec.latency_ms,
         )
         self._issue_access_token(spec.app_id, spec.access_token)
+
+    def set_latency(self, app_id: str, latency_ms: int | None) -> dict[str, int]:
+        """Give one OA's API calls a latency of their own (None: the config's again); returns
+        every OA's own latency."""
+        self._select_accounts(app_id)[0].latency_ms = latency_ms
+        return self.latencies()
+
+    def latencies(self) -> dict[str, int]:
+        """The OAs with a latency of their own, by app id."""
+        return {
+            app_id: account.latency_ms
+            for app_id, account in self._accounts.items()
+            if account.latency_ms is not None
+        }
+
+    def oa_latency_ms(self, access_token: str | None) -> int | None:
+        """The latency of the OA this access token belongs to (even expired: it still names
+        its OA), or None for an unknown token or an OA without a latency of its own."""
+        token = self._access_tokens.get(access_token or "")
+        if token is None:
+            return None
+        return self._accounts[token.app_id].latency_ms
 
     def add_template(self, spec: TemplateSpec) -> None:
         """Register a template's family or mark it invalid; unknown templates are logistics."""

@@ -1,4 +1,4 @@
--- uses: claim, gates, ratelimit
+-- uses: claim, gates, ratelimit, ttl
 -- begin_step.lua: everything a journey step needs from Redis before calling Zalo, in one round
 -- trip: claim the job, pass the account gates, keep its place behind the account's lanes, take a
 -- rate-limit slot, reserve a quota unit, count it in flight, and read the access token and the
@@ -6,8 +6,9 @@
 -- A step that arrives while its account has steps waiting in a lane it may not overtake (any
 -- realtime step; for a bulk step, bulk ones too), or while the account has max_in_flight steps
 -- in flight, joins the lane instead ('queued'). A step a feeder released from a lane
--- (released_slot_ms not '') skips that check and uses the slot the feeder took for it, unless
--- that slot is more than late_ms past (then it takes a slot as any step does, or goes back).
+-- (released_slot_ms not '') leaves the feeder's in-flight entry first (whatever it comes to),
+-- skips the lane check and uses the slot the feeder took for it, unless that slot is more than
+-- late_ms past or a cool-off holds the account (then it takes a slot as any step does).
 -- With a rate limit and no journey token stored, no slot is taken (delay_ms is -1): the token is
 -- made first (a Zalo call of unknown length) and the sender takes its slot just before the send.
 -- Taken here, the slot would have passed by then, and late sends would bunch up.
@@ -59,9 +60,6 @@ local max_in_flight, late_ms = tonumber(ARGV[12]), tonumber(ARGV[13])
 local function must_queue(now_ms)
   if max_in_flight > 0 then
     redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now_ms)
-    if released_member ~= '' then
-      redis.call('ZREM', inflight, released_member)
-    end
     if redis.call('ZCARD', inflight) >= max_in_flight then
       return 'cap'
     end
@@ -76,12 +74,16 @@ end
 -- The slot a feeder took for a released step, if it is not too late: {'ok', delay_ms, at_ms}.
 local function released_slot(now_ms)
   local at_ms = tonumber(released_slot_ms)
-  if at_ms == nil or at_ms <= 0 or at_ms + late_ms < now_ms then
+  if at_ms == nil or at_ms <= 0 or at_ms + late_ms < now_ms
+      or redis.call('PTTL', cooloff_key) > 0 then
     return nil
   end
   return {'ok', math.max(at_ms - now_ms, 0), at_ms}
 end
 
+if released_member ~= '' then
+  redis.call('ZREM', inflight, released_member)
+end
 if defer == '1' and redis.call('EXISTS', token_hash) == 0
     and redis.call('EXISTS', token_lock) == 1 then
   return {'token_busy'}
@@ -119,7 +121,7 @@ end
 local remaining = reserve_unit(quota_hash)
 if max_in_flight > 0 then
   redis.call('ZADD', inflight, now_ms + tonumber(claim_ttl_ms), owner)
-  redis.call('PEXPIRE', inflight, tonumber(claim_ttl_ms) * 2)
+  extend_ttl(inflight, tonumber(claim_ttl_ms) * 2)
 end
 local oauth = redis.call('HMGET', oauth_hash, 'access_token', 'generation')
 return {'ok', tostring(remaining), tostring(slot[2]), oauth[1] or '', oauth[2] or '0',

@@ -1,4 +1,4 @@
--- uses: ratelimit
+-- uses: ratelimit, ttl
 -- lane_release.lua: a feeder takes what an account can send next from its lanes: realtime before
 -- bulk, first in first out, at most `limit`, no more than the account's rate grants within
 -- `horizon_ms` (each released step gets its slot here) and its in-flight cap leaves room for.
@@ -18,8 +18,9 @@
 -- ARGV[5] limit          the most entries taken
 -- ARGV[6] lease_ms       how long a taken entry is held for its feeder
 -- ARGV[7] grace_ms       how long a released step counts in flight before it begins
--- Returns {realtime_left, bulk_left, entry_json1, slot_at_ms1, entry_json2, slot_at_ms2, ...}
--- (slot_at_ms on Redis's clock; 0: no slot needed).
+-- Returns {realtime_left, bulk_left, leased, entry_json1, slot_at_ms1, entry_json2, ...}
+-- (leased: entries still leased after this call; slot_at_ms on Redis's clock, 0: none needed).
+-- The leases key has no expiry: its entries leave it only by `done` or by going back to a lane.
 local lane_realtime, lane_bulk, leases, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rate_key, cooloff_key = KEYS[5], KEYS[6]
 local emission_us, tolerance_us = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -71,14 +72,14 @@ while budget > 0 do
   redis.call('ZADD', leases, now_ms + lease_ms, entry)
   if max_in_flight > 0 then
     redis.call('ZADD', inflight, now_ms + grace_ms, 'r:' .. entry_id(entry))
-    redis.call('PEXPIRE', inflight, grace_ms * 2)
+    extend_ttl(inflight, grace_ms * 2)
   end
   table.insert(out, entry)
   table.insert(out, slot[3])
   budget = budget - 1
 end
-redis.call('PEXPIRE', leases, lease_ms * 4)
-local result = {redis.call('LLEN', lane_realtime), redis.call('LLEN', lane_bulk)}
+local result = {redis.call('LLEN', lane_realtime), redis.call('LLEN', lane_bulk),
+                redis.call('ZCARD', leases)}
 for _, item in ipairs(out) do
   table.insert(result, item)
 end
