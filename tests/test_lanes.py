@@ -318,3 +318,17 @@ def test_a_canary_keeps_its_probe_flag_through_its_lane(lanes_rt: Runtime) -> No
     kwargs = dict(published[0][1])
     meta = lanes_rt.meta_seal.open(kwargs.pop(META_FIELD), kwargs)
     assert meta.probe is True
+
+
+def test_the_cap_counts_messages_when_steps_go_ten_to_a_message(worker_env: dict[str, str]) -> None:
+    # Given an account without a rate limit, in-flight cap 2, and 30 steps in its bulk lane
+    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "2"}))
+    try:
+        rt.lanes.push([_entry(_job(Lane.BULK)) for _ in range(30)])
+        limits = ReleaseLimits(RateParams(0, 0), 1000, 2, 200, per_message=10)
+        # Then a release takes two messages' worth (their steps run one after the other)
+        assert len(rt.lanes.release("default", limits).taken) == 20
+        assert rt.lanes.in_flight("default") == 2
+        assert rt.lanes.release("default", limits).taken == []
+    finally:
+        rt.close()

@@ -72,10 +72,7 @@ class LaneFeeder:
         """Release what one account can send next; returns how many steps."""
         limits = self._limits(account)
         release = self._rt.lanes.release(account, limits)
-        per_message = (
-            1 if limits.rate.emission_us > 0 else self._rt.settings.pipeline.steps_per_message
-        )
-        self._publish_all(account, release, per_message)
+        self._publish_all(account, release, limits.per_message)
         if release.empty and not release.taken:
             self._rt.lanes.forget_if_empty(account)
         return len(release.taken)
@@ -92,11 +89,14 @@ class LaneFeeder:
         bulk run for it, or it left the configuration) is released without limits, and its
         steps are dead-lettered as unknown like any step of it from the queue."""
         settings = self._rt.settings.account(account)
+        rate = RateParams.of(settings)
+        pipeline = self._rt.settings.pipeline
         return ReleaseLimits(
-            rate=RateParams.of(settings),
-            horizon_ms=ms(self._rt.settings.pipeline.lane_horizon_s),
+            rate=rate,
+            horizon_ms=ms(pipeline.lane_horizon_s),
             max_in_flight=settings.max_in_flight if settings else 0,
             limit=RELEASE_LIMIT,
+            per_message=1 if rate.emission_us > 0 else pipeline.steps_per_message,
         )
 
     def _publish_all(self, account: str, release: Release, per_message: int) -> None:
