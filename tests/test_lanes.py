@@ -332,3 +332,22 @@ def test_the_cap_counts_messages_when_steps_go_ten_to_a_message(worker_env: dict
         assert rt.lanes.release("default", limits).taken == []
     finally:
         rt.close()
+
+
+def test_the_cap_refuses_arrivals_only_while_zalo_is_slow_for_the_account(
+    worker_env: dict[str, str],
+) -> None:
+    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "2"}))  # no rate limit
+    try:
+        rt.sender.probe_quota("default", first=True)
+        gate = rt.sender._gate
+        for owner in ("o1", "o2"):  # the cap (2) is full
+            assert gate.begin(_keys(rt, _job()), owner=owner, probe=False).state is Begin.OK
+        # a fast account's step is counted, not refused: a busy process is not a slow Zalo
+        assert isinstance(rt.sender.process(_job(), Attempt(task_id="fast")), Sent)
+        # once Zalo's answers to it average over a second, arrivals wait in its lane
+        for _ in range(5):
+            rt.sender.answer_times.record("default", 2.0)
+        assert rt.sender.process(_job(), Attempt(task_id="slow")) == Queued("cap")
+    finally:
+        rt.close()

@@ -8,6 +8,7 @@ import redis
 from pydantic import SecretStr
 
 from worker.clock import Clock, system_clock
+from worker.pipeline.answer_times import AnswerTimes
 from worker.pipeline.policy import ErrorPolicy
 from worker.pipeline.retry import RetryPolicy
 from worker.pipeline.sender import JourneySender, Stores
@@ -154,6 +155,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime
         client=clients,
         default_token_type=lambda name: _token_type(settings, name),
         clock=clock,
+        answer_times=AnswerTimes(slow_s=p.slow_answer_s),
     )
     return Runtime(
         settings=settings,

@@ -43,6 +43,9 @@ ZALO_OAUTH_BASE_URL = "https://oauth.zaloapp.com"
 DEFAULT_STEPS_PER_MESSAGE = 10
 #: An account's steps in flight at once, across every pod (`AccountSettings.max_in_flight`).
 DEFAULT_MAX_IN_FLIGHT = 100
+#: Zalo answering an account's sends slower than this on average makes the account "slow"
+#: (`PipelineSettings.slow_answer_s`).
+DEFAULT_SLOW_ANSWER_S = 1.0
 
 
 class HttpSettings(BaseModel):
@@ -100,6 +103,9 @@ class PipelineSettings(BaseModel):
     lane_horizon_s: float = Field(default=1.0, gt=0, le=10)
     #: A lane entry a feeder took and did not publish within this goes back to its lane.
     lane_lease_s: float = Field(default=30.0, ge=1)
+    #: While Zalo's answers to an account's sends average longer than this, its steps arriving
+    #: from the queue are refused at its in-flight cap (`max_in_flight`) and wait in its lane.
+    slow_answer_s: float = Field(default=DEFAULT_SLOW_ANSWER_S, gt=0)
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
     release_batch: int = Field(default=500, ge=1)

@@ -26,6 +26,7 @@ from worker import metrics
 from worker.clock import Clock, next_quota_reset
 from worker.errors import WAITS, Action, ErrorClass, ZaloError
 from worker.job import Job, Lane
+from worker.pipeline.answer_times import AnswerTimes
 from worker.pipeline.outcomes import (
     AlreadyDead,
     DeadLetter,
@@ -37,6 +38,7 @@ from worker.pipeline.outcomes import (
     Sent,
 )
 from worker.pipeline.policy import ErrorPolicy
+from worker.settings import DEFAULT_SLOW_ANSWER_S
 from worker.state.deadletters import DeadLetterStore
 from worker.state.idempotency import IdempotencyStore
 from worker.state.lanes import LaneStore
@@ -123,6 +125,7 @@ class JourneySender:
         clock: Clock,
         sleep: Callable[[float], None] = time.sleep,
         on_wake: Callable[[str], object] | None = None,
+        answer_times: AnswerTimes | None = None,
     ) -> None:
         self._gate = gate
         self._s = stores
@@ -135,6 +138,7 @@ class JourneySender:
         #: Called with the account when a finished step woke waiting steps of its journey (the
         #: worker re-enqueues them at once instead of at its next maintenance pass).
         self.on_wake = on_wake
+        self.answer_times = answer_times or AnswerTimes(slow_s=DEFAULT_SLOW_ANSWER_S)
 
     def process(self, job: Job, attempt: Attempt) -> Outcome:
         """Run one step: order, begin, send, record."""
@@ -183,6 +187,9 @@ class JourneySender:
             defer_token_wait=attempt.defer_token_wait,
             lane=lane,
             released=attempt.released,
+            # a released step's place was counted at its release; others are refused at the cap
+            # only while Zalo is slow for their account (worker/pipeline/answer_times.py)
+            enforce_cap=attempt.released is None and self.answer_times.slow(step.account),
         )
         started = begin()
         if started.state is Begin.UNKNOWN:
@@ -338,20 +345,24 @@ class JourneySender:
         if token.created_now:
             metrics.JOURNEY_TOKENS.labels(job.account).inc()
         self._wait_for_slot(job.account, slot_at)
+        started = time.perf_counter()
         try:
-            with metrics.SEND_SECONDS.labels(job.account).time():
-                result = client.send_template(
-                    grant.token,
-                    token.token,
-                    phone=job.phone,
-                    template_id=job.template_id,
-                    template_data=job.template_data,
-                    tracking_id=job.tracking_id,
-                )
+            result = client.send_template(
+                grant.token,
+                token.token,
+                phone=job.phone,
+                template_id=job.template_id,
+                template_data=job.template_data,
+                tracking_id=job.tracking_id,
+            )
         except ZaloError as exc:
             if exc.action is Action.NEW_TOKEN_AND_RETRY_ONCE:
                 self._s.journey_tokens.drop(ref, token.journey_id)
             raise
+        finally:
+            answered_s = time.perf_counter() - started
+            metrics.SEND_SECONDS.labels(job.account).observe(answered_s)
+            self.answer_times.record(job.account, answered_s)
         return result, token
 
     def _result(self, job: Job, token: CachedToken, result: SendResult) -> dict[str, Any]:

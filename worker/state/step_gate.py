@@ -140,10 +140,13 @@ class StepGate:
         defer_token_wait: bool = False,
         lane: Lane = Lane.REALTIME,
         released: ReleasedSlot | None = None,
+        enforce_cap: bool = True,
     ) -> Started:
         """Claim, gates, lane and in-flight checks, rate slot, quota unit and token reads,
         atomically. `defer_token_wait`: answer TOKEN_BUSY, taking nothing, if another step is
-        creating the journey token. `released`: the step comes from its lane, with this slot."""
+        creating the journey token. `released`: the step comes from its lane, with this slot.
+        `enforce_cap`: refuse the step when its account's in-flight cap is reached (else it is
+        only counted)."""
         keys, args = begin_step_args(
             self._keys,
             step,
@@ -154,7 +157,7 @@ class StepGate:
             rate=self._limiter.params(step.account),
             max_wait_ms=self._limiter.max_wait_ms,
             defer=defer_token_wait,
-            lanes=LaneArgs(lane, released, self._max_in_flight(step.account)),
+            lanes=LaneArgs(lane, released, self._max_in_flight(step.account), enforce_cap),
         )
         reply = self._begin(keys=keys, args=args, client=self._own_client())
         return _started([str(part) for part in reply])
@@ -209,7 +212,8 @@ class LaneArgs:
 
     lane: Lane = Lane.REALTIME
     released: ReleasedSlot | None = None
-    max_in_flight: int = 0
+    max_in_flight: int = 0  # counted when > 0
+    enforce_cap: bool = False  # and refused at the cap
 
 
 def begin_step_args(
@@ -257,6 +261,7 @@ def begin_step_args(
             "" if released is None else released_member(released.task_id),
             lanes.max_in_flight,
             LATE_SLOT_MS,
+            "1" if lanes.enforce_cap else "0",
         ],
     )
 

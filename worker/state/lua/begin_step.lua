@@ -4,8 +4,8 @@
 -- rate-limit slot, reserve a quota unit, count it in flight, and read the access token and the
 -- journey token. All keys share the account's hash tag.
 -- A step that arrives while its account has steps waiting in a lane it may not overtake (any
--- realtime step; for a bulk step, bulk ones too), or while the account has max_in_flight steps
--- in flight, joins the lane instead ('queued'). A step a feeder released from a lane
+-- realtime step; for a bulk step, bulk ones too), or, when the cap is enforced for it, while the
+-- account has max_in_flight steps in flight, joins the lane instead ('queued'). A step a feeder released from a lane
 -- (released_slot_ms not '') leaves the feeder's in-flight entry first (whatever it comes to),
 -- skips the lane check and uses the slot the feeder took for it, unless that slot is more than
 -- late_ms past or a cool-off holds the account (then it takes a slot as any step does).
@@ -38,6 +38,7 @@
 -- ARGV[11] released_member   the feeder's in-flight entry for this step ('' if none)
 -- ARGV[12] max_in_flight     the account's cap on steps in flight (0: none)
 -- ARGV[13] late_ms           how late a released slot may still be used
+-- ARGV[14] enforce_cap       '1': refuse the step when the cap is reached; '0': only count it
 -- Returns one of:
 --   {'token_busy'}                                                          (defer; nothing taken)
 --   {'sent', result_json} | {'dead', result_json} | {'busy', pttl_ms}       (nothing taken)
@@ -54,11 +55,11 @@ local emission_us, tolerance_us = tonumber(ARGV[5]), tonumber(ARGV[6])
 local max_wait_ms, defer = tonumber(ARGV[7]), ARGV[8]
 local lane_realtime, lane_bulk, inflight = KEYS[10], KEYS[11], KEYS[12]
 local lane, released_slot_ms, released_member = ARGV[9], ARGV[10], ARGV[11]
-local max_in_flight, late_ms = tonumber(ARGV[12]), tonumber(ARGV[13])
+local max_in_flight, late_ms, enforce_cap = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14]
 
 -- 'lane' | 'cap' when the step must wait in its lane, else nil.
 local function must_queue(now_ms)
-  if max_in_flight > 0 then
+  if max_in_flight > 0 and enforce_cap == '1' then
     redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now_ms)
     if redis.call('ZCARD', inflight) >= max_in_flight then
       return 'cap'
