@@ -12,7 +12,7 @@ from typing import Any
 from celery.signals import heartbeat_sent, worker_ready, worker_shutting_down
 
 from tasks.app import app, runtime
-from worker.messaging.celery_app import publish_batch, publish_step
+from worker.messaging.celery_app import publish_step
 from worker.metrics import register_quota_gauge, serve_metrics
 from worker.ops.feeder import LaneFeeder
 from worker.ops.gauges import register_gauges
@@ -33,16 +33,9 @@ def publish(kwargs: dict[str, Any]) -> None:
     publish_step(app, kwargs)
 
 
-def publish_entries(items: list[tuple[LaneEntry, dict[str, Any]]]) -> None:
-    """Publish steps released from their lanes under their own task ids, with their callbacks:
-    one alone as a single step, several (same callbacks) as one bulk message."""
-    first = items[0][0]
-    if len(items) == 1:
-        publish_step(app, items[0][1], task_id=first.task_id, link=first.link,
-                     link_error=first.link_error)  # fmt: skip
-        return
-    link = first.link[0] if first.link else None
-    publish_batch(app, [(entry.task_id, kwargs) for entry, kwargs in items], link=link)
+def publish_entry(entry: LaneEntry, kwargs: dict[str, Any]) -> None:
+    """Publish a step released from its lane under its own task id, with its callbacks."""
+    publish_step(app, kwargs, task_id=entry.task_id, link=entry.link, link_error=entry.link_error)
 
 
 def _health() -> HealthFile:
@@ -86,7 +79,7 @@ def _maintain() -> None:
 
 
 def _feed() -> None:
-    feeder = LaneFeeder(runtime(), publish_entries)
+    feeder = LaneFeeder(runtime(), publish_entry)
     health = _health()
     beaten_at = 0.0
 

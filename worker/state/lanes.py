@@ -110,7 +110,6 @@ class ReleaseLimits:
     horizon_ms: int
     max_in_flight: int
     limit: int
-    per_message: int = 1  # steps the feeder puts in one message (run one after the other)
 
 
 class LaneStore:
@@ -213,7 +212,6 @@ def lane_release_args(
             limits.limit,
             lease_ms,
             grace_ms,
-            limits.per_message,
         ],
     )
 

@@ -2,9 +2,8 @@
 -- lane_release.lua: a feeder takes what an account can send next from its lanes: realtime before
 -- bulk, first in first out, at most `limit`, no more than the account's rate grants within
 -- `horizon_ms` (each released step gets its slot here) and its in-flight cap leaves room for.
--- Steps published `per_message` to a message run one after the other in one thread, so the cap
--- counts messages: only the first step of each `per_message` counts until it begins (each step
--- that begins counts itself, under its claim's owner, until it ends).
+-- A released step counts in flight from here ('r:' and its task id) until it begins, then under
+-- its claim's owner until it ends, so the cap holds across the hand-over.
 -- Taken entries are leased; a lease that runs out (the feeder died before publishing) puts its
 -- entry back at the head of its lane, to be released again (a repeat the idempotency key makes
 -- harmless).
@@ -21,7 +20,6 @@
 -- ARGV[5] limit          the most entries taken
 -- ARGV[6] lease_ms       how long a taken entry is held for its feeder
 -- ARGV[7] grace_ms       how long a released step counts in flight before it begins
--- ARGV[8] per_message    how many released steps the feeder puts in one message
 -- Returns {realtime_left, bulk_left, leased, entry_json1, slot_at_ms1, entry_json2, ...}
 -- (leased: entries still leased after this call; slot_at_ms on Redis's clock, 0: none needed).
 -- The leases key has no expiry: its entries leave it only by `done` or by going back to a lane.
@@ -29,7 +27,7 @@ local lane_realtime, lane_bulk, leases, inflight = KEYS[1], KEYS[2], KEYS[3], KE
 local rate_key, cooloff_key = KEYS[5], KEYS[6]
 local emission_us, tolerance_us = tonumber(ARGV[1]), tonumber(ARGV[2])
 local horizon_ms, max_in_flight, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local lease_ms, grace_ms, per_message = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local lease_ms, grace_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 
 local now_ms = math.floor(now_us() / 1000)
 
@@ -57,10 +55,9 @@ end
 local budget = limit
 if max_in_flight > 0 then
   redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now_ms)
-  budget = math.min(budget, (max_in_flight - redis.call('ZCARD', inflight)) * per_message)
+  budget = math.min(budget, max_in_flight - redis.call('ZCARD', inflight))
 end
 local out = {}
-local taken = 0
 while budget > 0 do
   local lane = lane_realtime
   if redis.call('LLEN', lane) == 0 then
@@ -75,13 +72,12 @@ while budget > 0 do
   end
   local entry = redis.call('LPOP', lane)
   redis.call('ZADD', leases, now_ms + lease_ms, entry)
-  if max_in_flight > 0 and taken % per_message == 0 then
+  if max_in_flight > 0 then
     redis.call('ZADD', inflight, now_ms + grace_ms, 'r:' .. entry_id(entry))
     extend_ttl(inflight, grace_ms * 2)
   end
   table.insert(out, entry)
   table.insert(out, slot[3])
-  taken = taken + 1
   budget = budget - 1
 end
 local result = {redis.call('LLEN', lane_realtime), redis.call('LLEN', lane_bulk),
