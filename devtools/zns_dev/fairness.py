@@ -14,10 +14,11 @@ its shipped defaults (no concurrency or batching given):
                100) of the worker's 200 threads
 
 Reported: per lane p50/p99 from enqueue to sent, each account's busiest 1-s window, duplicates
-and journey tokens per journey among what was sent, and the state-Redis round trips per sent
-message. A run stops once the measured steps are sent (the backlog is left: at 20/s it takes over
-8 minutes, at 100 in flight x 4 s per new journey ~7 minutes); the backlog's sends so far count
-for its busiest window.
+and journey tokens per journey among what was sent (the Redis round trips the lanes cost per
+message: the `ours` row of the throughput bench, enqueued through the lanes). A run stops once
+the measured steps are sent (the backlog is left: at 20/s it takes over 8 minutes, at 100 in
+flight x 4 s per new journey ~7 minutes); the backlog's sends so far count for its busiest
+window.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from zns_dev.bench import (
     _busiest_window,
     _percentile,
     _redis,
-    _round_trips,
     _sandbox,
     _worker_env,
     _workers,
@@ -110,8 +110,7 @@ def bench_fairness(workdir: Path, scenario: str) -> Row:
         other = _steps(OTHER, "b", "other")
         own = _steps(OWN_REALTIME, "default", "own") if scenario == "throttled" else []
         enqueued_at: dict[str, float] = {}
-        with _workers(sc, env) as workers:
-            trips_before = _round_trips(workers)
+        with _workers(sc, env):
             producer.enqueue_many(backlog)  # the bulk run, into its lane
             _backlog_under_way(control, scenario)
             for step in other:  # realtime steps, as a bare send_task producer sends them
@@ -129,12 +128,11 @@ def bench_fairness(workdir: Path, scenario: str) -> Row:
                 what="the measured steps sent",
             )
             time.sleep(3.0)  # a few more seconds of the backlog, for its busiest window
-            trips = _round_trips(workers) - trips_before
             messages = control.messages()
         tokens = Counter((t.app_id, t.phone) for t in control.journey_tokens())
         producer.close()
     return _row(
-        scenario, messages, enqueued_at=enqueued_at, own=own, trips=trips,
+        scenario, messages, enqueued_at=enqueued_at, own=own,
         tokens=tokens,
     )  # fmt: skip
 
@@ -159,7 +157,6 @@ def _row(
     *,
     enqueued_at: dict[str, float],
     own: list[dict[str, Any]],
-    trips: float,
     tokens: Counter[tuple[str, str]],
 ) -> Row:
     own_ids = {derive_tracking_id(s["idempotency_key"]) for s in own}
@@ -183,7 +180,6 @@ def _row(
         "sent": len(messages),
         "sent twice": sum(1 for n in counts.values() if n > 1),
         "journeys with more than one token": sum(1 for n in tokens.values() if n > 1),
-        "state Redis round trips per sent message": round(trips / max(len(messages), 1), 2),
     }
     other = lanes["other account"]
     return Row(
