@@ -327,7 +327,12 @@ def test_the_cap_refuses_arrivals_only_while_zalo_is_slow_for_the_account(
             assert gate.begin(_keys(rt, _job()), owner=owner, probe=False).state is Begin.OK
         # a fast account's step is counted, not refused: a busy process is not a slow Zalo
         assert isinstance(rt.sender.process(_job(), Attempt(task_id="fast")), Sent)
-        # once Zalo's answers to it average over a second, arrivals wait in its lane
+        # nor when its answers average over a second with no other account sending beside it
+        for _ in range(5):
+            rt.sender.answer_times.record("default", 2.0)
+        assert isinstance(rt.sender.process(_job(), Attempt(task_id="alone")), Sent)
+        # but while another account is answered much faster, its arrivals wait in its lane
+        rt.sender.answer_times.record("b", 0.1)
         for _ in range(5):
             rt.sender.answer_times.record("default", 2.0)
         assert rt.sender.process(_job(), Attempt(task_id="slow")) == Queued("cap")

@@ -103,8 +103,9 @@ class PipelineSettings(BaseModel):
     lane_horizon_s: float = Field(default=1.0, gt=0, le=10)
     #: A lane entry a feeder took and did not publish within this goes back to its lane.
     lane_lease_s: float = Field(default=30.0, ge=1)
-    #: While Zalo's answers to an account's sends average longer than this, its steps arriving
-    #: from the queue are refused at its in-flight cap (`max_in_flight`) and wait in its lane.
+    #: While Zalo's answers to an account's sends average longer than this (and slower than its
+    #: neighbours': worker/pipeline/answer_times.py), its steps arriving from the queue are
+    #: refused at its in-flight cap (`max_in_flight`) and wait in its lane.
     slow_answer_s: float = Field(default=DEFAULT_SLOW_ANSWER_S, gt=0)
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
