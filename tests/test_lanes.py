@@ -250,7 +250,7 @@ def test_the_feeder_publishes_each_step_alone_with_its_callbacks(
 def test_the_feeder_survives_an_unreachable_redis(worker_env: dict[str, str]) -> None:
     rt = build_runtime(settings_from({**worker_env, "ZNS_REDIS_URL": "redis://127.0.0.1:1/0"}))
     try:
-        assert LaneFeeder(rt, lambda _: None).run_once() == 0  # logged, never raised
+        assert LaneFeeder(rt, lambda _e, _k: None).run_once() == 0  # logged, never raised
     finally:
         rt.close()
 

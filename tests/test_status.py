@@ -64,7 +64,7 @@ def send(gate: StepGate, step: Job, msg_id: str = "m-1", sent_time: int = 1_700_
         "tracking_id": step.tracking_id,
     }
     keys = StepKeys(step.account, step.idempotency_key, step.template_id, "unused-jt-key")
-    return gate.finish_sent(keys, step, owner="task-1", result=result, quota=None)
+    return gate.finish_sent(keys, step, owner="task-1", result=result, quota=None).woken
 
 
 def test_enqueued_is_found_by_idempotency_key_and_tracking_id(
