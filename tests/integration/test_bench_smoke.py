@@ -30,10 +30,8 @@ def test_the_smoke_run_measures_every_scenario_and_writes_json(tmp_path: Path) -
         assert rows[name]["redis_trips_per_msg"] > 0
         assert rows[name]["celery_result_trips_per_msg"] > 0
         assert rows[name]["rss_mb"] > 0
-    assert (
-        rows["ours"]["celery_result_trips_per_msg"]
-        < rows["ours-send_task"]["celery_result_trips_per_msg"]
-    )
+    # each released step is its own message, as each bare send_task step: one result write each
+    assert rows["ours"]["celery_result_trips_per_msg"] == pytest.approx(1.0, abs=0.05)
     checks = results["checks"]
     assert checks["get-token calls == journeys"] is True
     assert "ours/naive @100ms, 1 process" in checks and "bulk / apply_async each" in checks
