@@ -338,3 +338,21 @@ def test_the_cap_refuses_arrivals_only_while_zalo_is_slow_for_the_account(
         assert rt.sender.process(_job(), Attempt(task_id="slow")) == Queued("cap")
     finally:
         rt.close()
+
+
+def test_a_fast_account_is_released_up_to_max_released_not_begun(
+    worker_env: dict[str, str],
+) -> None:
+    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "2"}))
+    try:
+        rt.lanes.push([_entry(_job(Lane.BULK)) for _ in range(10)])
+        fast = ReleaseLimits(RateParams(0, 0), 1000, 2, 200, max_released=5, enforce_cap=False)
+        # Zalo is fast for it: its cap does not bound the release, the released-not-begun does
+        assert len(rt.lanes.release("default", fast).taken) == 5
+        assert rt.lanes.release("default", fast).taken == []
+        # and a released step that leaves (here: parked before it began) makes room for one more
+        first = str(rt.redis.zrange(rt.keys.lane_released("default"), 0, 0)[0])
+        rt.lanes.leave_in_flight("default", first.removeprefix("r:"))
+        assert len(rt.lanes.release("default", fast).taken) == 1
+    finally:
+        rt.close()

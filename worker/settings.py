@@ -103,6 +103,10 @@ class PipelineSettings(BaseModel):
     lane_horizon_s: float = Field(default=1.0, gt=0, le=10)
     #: A lane entry a feeder took and did not publish within this goes back to its lane.
     lane_lease_s: float = Field(default=30.0, ge=1)
+    #: Steps of one account a feeder keeps released to the queue and not begun yet: enough to
+    #: keep a worker process's threads busy, few enough that other accounts' steps never wait
+    #: behind much of one account's bulk run.
+    lane_max_released: int = Field(default=200, ge=1)
     #: While Zalo's answers to an account's sends average longer than this (and slower than its
     #: neighbours': worker/pipeline/answer_times.py), its steps arriving from the queue are
     #: refused at its in-flight cap (`max_in_flight`) and wait in its lane.

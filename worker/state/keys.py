@@ -92,6 +92,10 @@ class Keys:
         """Sorted set: lane entries taken by a feeder, not yet published -> lease end (ms)."""
         return f"{self._acct(account)}:lane:leases"
 
+    def lane_released(self, account: str) -> str:
+        """Sorted set: steps a feeder released to the queue, not begun yet -> deadline (ms)."""
+        return f"{self._acct(account)}:lane:released"
+
     def inflight(self, account: str) -> str:
         """Sorted set: the account's steps between `begin` and their end -> deadline (ms)."""
         return f"{self._acct(account)}:inflight"

@@ -110,6 +110,8 @@ class ReleaseLimits:
     horizon_ms: int
     max_in_flight: int
     limit: int
+    max_released: int = 200  # released to the queue and not begun yet
+    enforce_cap: bool = True  # release no more than the in-flight cap leaves room for
 
 
 class LaneStore:
@@ -179,7 +181,10 @@ class LaneStore:
     def leave_in_flight(self, account: str, task_id: str) -> None:
         """A released step ended before `begin` (parked for its journey's order): it no longer
         counts in flight."""
-        self._client.zrem(self._keys.inflight(account), released_member(task_id))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zrem(self._keys.inflight(account), released_member(task_id))
+        pipe.zrem(self._keys.lane_released(account), released_member(task_id))
+        pipe.execute()
 
     def in_flight(self, account: str) -> int:
         """The account's steps counted in flight (begun, or released and not begun yet)."""
@@ -193,7 +198,7 @@ def released_member(task_id: str) -> str:
 
 def lane_release_args(
     keys: Keys, account: str, limits: ReleaseLimits, *, lease_ms: int, grace_ms: int
-) -> tuple[list[str], list[int]]:
+) -> tuple[list[str], list[int | str]]:
     """lane_release.lua's KEYS and ARGV."""
     return (
         [
@@ -203,6 +208,7 @@ def lane_release_args(
             keys.inflight(account),  # inflight
             keys.rate(account),  # rate_key
             keys.cooloff(account),  # cooloff_key
+            keys.lane_released(account),  # released
         ],
         [
             limits.rate.emission_us,
@@ -212,6 +218,8 @@ def lane_release_args(
             limits.limit,
             lease_ms,
             grace_ms,
+            limits.max_released,
+            "1" if limits.enforce_cap else "0",
         ],
     )
 

@@ -246,6 +246,7 @@ def begin_step_args(
             keys.lane(a, Lane.REALTIME.value),  # lane_realtime
             keys.lane(a, Lane.BULK.value),  # lane_bulk
             keys.inflight(a),  # inflight
+            keys.lane_released(a),  # released
         ],
         [
             owner,

@@ -24,6 +24,7 @@
 -- KEYS[10] lane_realtime  the account's realtime lane
 -- KEYS[11] lane_bulk     the account's bulk lane
 -- KEYS[12] inflight      the account's steps in flight (member: owner, score: deadline ms)
+-- KEYS[13] released      the account's released steps not begun yet (member: 'r:' task id)
 -- ARGV[1] owner          the claim's owner: a uuid per execution of the step
 -- ARGV[2] claim_ttl_ms
 -- ARGV[3] floor          quota units kept back
@@ -53,7 +54,7 @@ local token_hash, token_lock = KEYS[8], KEYS[9]
 local owner, claim_ttl_ms, floor, probe = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local emission_us, tolerance_us = tonumber(ARGV[5]), tonumber(ARGV[6])
 local max_wait_ms, defer = tonumber(ARGV[7]), ARGV[8]
-local lane_realtime, lane_bulk, inflight = KEYS[10], KEYS[11], KEYS[12]
+local lane_realtime, lane_bulk, inflight, released = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local lane, released_slot_ms, released_member = ARGV[9], ARGV[10], ARGV[11]
 local max_in_flight, late_ms, enforce_cap = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14]
 
@@ -84,6 +85,7 @@ end
 
 if released_member ~= '' then
   redis.call('ZREM', inflight, released_member)
+  redis.call('ZREM', released, released_member)
 end
 if defer == '1' and redis.call('EXISTS', token_hash) == 0
     and redis.call('EXISTS', token_lock) == 1 then

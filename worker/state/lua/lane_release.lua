@@ -1,7 +1,9 @@
 -- uses: ratelimit, ttl
 -- lane_release.lua: a feeder takes what an account can send next from its lanes: realtime before
 -- bulk, first in first out, at most `limit`, no more than the account's rate grants within
--- `horizon_ms` (each released step gets its slot here) and its in-flight cap leaves room for.
+-- `horizon_ms` (each released step gets its slot here), no more than `max_released` waiting in
+-- the shared queue (released, not begun), and, when the cap is enforced, no more than its
+-- in-flight cap leaves room for.
 -- A released step counts in flight from here ('r:' and its task id) until it begins, then under
 -- its claim's owner until it ends, so the cap holds across the hand-over.
 -- Taken entries are leased; a lease that runs out (the feeder died before publishing) puts its
@@ -13,6 +15,7 @@
 -- KEYS[4] inflight       the account's steps in flight (member: owner, score: deadline ms)
 -- KEYS[5] rate_key       the account's rate limiter (theoretical arrival time)
 -- KEYS[6] cooloff_key    the account's cool-off after a 429
+-- KEYS[7] released       the account's released steps not begun yet (member: 'r:' task id)
 -- ARGV[1] emission_us    one send per emission_us (<= 0: no rate limit)
 -- ARGV[2] tolerance_us   burst credit
 -- ARGV[3] horizon_ms     how far ahead slots are taken
@@ -20,14 +23,17 @@
 -- ARGV[5] limit          the most entries taken
 -- ARGV[6] lease_ms       how long a taken entry is held for its feeder
 -- ARGV[7] grace_ms       how long a released step counts in flight before it begins
+-- ARGV[8] max_released  the most released steps not begun yet
+-- ARGV[9] enforce_cap    '1': release no more than max_in_flight leaves room for
 -- Returns {realtime_left, bulk_left, leased, entry_json1, slot_at_ms1, entry_json2, ...}
 -- (leased: entries still leased after this call; slot_at_ms on Redis's clock, 0: none needed).
 -- The leases key has no expiry: its entries leave it only by `done` or by going back to a lane.
 local lane_realtime, lane_bulk, leases, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local rate_key, cooloff_key = KEYS[5], KEYS[6]
+local rate_key, cooloff_key, released = KEYS[5], KEYS[6], KEYS[7]
 local emission_us, tolerance_us = tonumber(ARGV[1]), tonumber(ARGV[2])
 local horizon_ms, max_in_flight, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local lease_ms, grace_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local max_released, enforce_cap = tonumber(ARGV[8]), ARGV[9]
 
 local now_ms = math.floor(now_us() / 1000)
 
@@ -52,10 +58,13 @@ for _, entry in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now_ms, 'LIMI
   redis.call('LPUSH', lane_key(entry), entry)
 end
 
-local budget = limit
+redis.call('ZREMRANGEBYSCORE', released, '-inf', now_ms)
+local budget = math.min(limit, max_released - redis.call('ZCARD', released))
 if max_in_flight > 0 then
   redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now_ms)
-  budget = math.min(budget, max_in_flight - redis.call('ZCARD', inflight))
+  if enforce_cap == '1' then
+    budget = math.min(budget, max_in_flight - redis.call('ZCARD', inflight))
+  end
 end
 local out = {}
 while budget > 0 do
@@ -72,8 +81,11 @@ while budget > 0 do
   end
   local entry = redis.call('LPOP', lane)
   redis.call('ZADD', leases, now_ms + lease_ms, entry)
+  local member = 'r:' .. entry_id(entry)
+  redis.call('ZADD', released, now_ms + grace_ms, member)
+  extend_ttl(released, grace_ms * 2)
   if max_in_flight > 0 then
-    redis.call('ZADD', inflight, now_ms + grace_ms, 'r:' .. entry_id(entry))
+    redis.call('ZADD', inflight, now_ms + grace_ms, member)
     extend_ttl(inflight, grace_ms * 2)
   end
   table.insert(out, entry)
