@@ -3,15 +3,18 @@ daemon threads from ready to shutdown."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from celery.canvas import Signature, signature
 from celery.signals import heartbeat_sent, worker_ready, worker_shutting_down
 
 from tasks.app import app, runtime
+from worker.messaging.bulk import BulkPublisher
 from worker.messaging.celery_app import publish_step
 from worker.metrics import register_quota_gauge, serve_metrics
 from worker.ops.feeder import LaneFeeder
@@ -33,9 +36,23 @@ def publish(kwargs: dict[str, Any]) -> None:
     publish_step(app, kwargs)
 
 
-def publish_entry(entry: LaneEntry, kwargs: dict[str, Any]) -> None:
-    """Publish a step released from its lane under its own task id, with its callbacks."""
-    publish_step(app, kwargs, task_id=entry.task_id, link=entry.link, link_error=entry.link_error)
+def publish_entries(items: list[tuple[LaneEntry, dict[str, Any]]]) -> None:
+    """Publish steps released from their lanes, each a single-step message under its own task id
+    with its callbacks: those that share one `link` (or none) in one bulk publish (one LPUSH on a
+    Redis broker, cheap in a worker whose threads all want the interpreter), the others alone."""
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    links: dict[str, Signature | None] = {}
+    for entry, kwargs in items:
+        if entry.link_error or len(entry.link or ()) > 1:
+            publish_step(app, kwargs, task_id=entry.task_id, link=entry.link,
+                         link_error=entry.link_error)  # fmt: skip
+            continue
+        link = entry.link[0] if entry.link else None
+        key = json.dumps(link, sort_keys=True)
+        links[key] = signature(link, app=app) if link else None
+        groups.setdefault(key, []).append((entry.task_id, kwargs))
+    for key, group in groups.items():
+        BulkPublisher(app, link=links[key], steps_per_message=1).publish(group)
 
 
 def _health() -> HealthFile:
@@ -79,7 +96,7 @@ def _maintain() -> None:
 
 
 def _feed() -> None:
-    feeder = LaneFeeder(runtime(), publish_entry)
+    feeder = LaneFeeder(runtime(), publish_entries)
     health = _health()
     beaten_at = 0.0
 

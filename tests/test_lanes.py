@@ -196,9 +196,7 @@ def test_the_feeder_publishes_with_a_sealed_slot_that_a_producer_cannot_forge(
     published: list[tuple[LaneEntry, dict[str, Any]]] = []
     job = _job(Lane.BULK)
     lanes_rt.lanes.push([_entry(job, "task-1")])
-    assert (
-        LaneFeeder(lanes_rt, lambda entry, kw: published.append((entry, kw))).feed("default") == 1
-    )
+    assert LaneFeeder(lanes_rt, published.extend).feed("default") == 1
     entry, kwargs = published[0]
     assert entry.task_id == "task-1"
     raw_meta = kwargs.pop(META_FIELD)
@@ -237,7 +235,7 @@ def test_the_feeder_publishes_each_step_alone_with_its_callbacks(
         entries = [_entry(_job(Lane.BULK)) for _ in range(3)]
         linked = LaneEntry("linked", "default", Lane.BULK, _job().kwargs(), link=link)
         rt.lanes.push([*entries, linked])
-        LaneFeeder(rt, lambda entry, kw: published.append((entry, kw))).feed("default")
+        LaneFeeder(rt, published.extend).feed("default")
         assert [e.task_id for e, _ in published] == [*(e.task_id for e in entries), "linked"]
         assert published[3][0].link == link
     finally:
@@ -250,7 +248,7 @@ def test_the_feeder_publishes_each_step_alone_with_its_callbacks(
 def test_the_feeder_survives_an_unreachable_redis(worker_env: dict[str, str]) -> None:
     rt = build_runtime(settings_from({**worker_env, "ZNS_REDIS_URL": "redis://127.0.0.1:1/0"}))
     try:
-        assert LaneFeeder(rt, lambda _e, _k: None).run_once() == 0  # logged, never raised
+        assert LaneFeeder(rt, lambda _items: None).run_once() == 0  # logged, never raised
     finally:
         rt.close()
 
@@ -301,7 +299,7 @@ def test_an_unknown_accounts_lane_is_released_to_be_dead_lettered(lanes_rt: Runt
     ghost = LaneEntry("ghost-1", "ghost", Lane.BULK, {**_job().kwargs(), "account": "ghost"})
     lanes_rt.lanes.push([ghost])
     published: list[tuple[LaneEntry, dict[str, Any]]] = []
-    assert LaneFeeder(lanes_rt, lambda entry, kw: published.append((entry, kw))).run_once() == 1
+    assert LaneFeeder(lanes_rt, published.extend).run_once() == 1
     assert published[0][0].task_id == "ghost-1"  # the task dead-letters it: unknown account
 
 
@@ -310,7 +308,7 @@ def test_a_canary_keeps_its_probe_flag_through_its_lane(lanes_rt: Runtime) -> No
     entry = LaneEntry("canary", "default", Lane.REALTIME, job.kwargs(), probe=True)
     lanes_rt.lanes.push([entry])
     published: list[tuple[LaneEntry, dict[str, Any]]] = []
-    LaneFeeder(lanes_rt, lambda entry, kw: published.append((entry, kw))).feed("default")
+    LaneFeeder(lanes_rt, published.extend).feed("default")
     kwargs = dict(published[0][1])
     meta = lanes_rt.meta_seal.open(kwargs.pop(META_FIELD), kwargs)
     assert meta.probe is True

@@ -32,8 +32,9 @@ from worker.state.ratelimit import RateParams
 
 log = logging.getLogger(__name__)
 
-PublishEntry = Callable[[LaneEntry, dict[str, Any]], object]
-"""Publish a lane entry on the `zns` queue under its task id, with these kwargs."""
+PublishEntries = Callable[[list[tuple[LaneEntry, dict[str, Any]]]], object]
+"""Publish lane entries on the `zns` queue, each in a message of its own under its task id, with
+the kwargs given (several at once: one broker round trip where the broker allows)."""
 #: What a pass survives: the state Redis or the broker unreachable (a failed publish leaves its
 #: steps leased: they go back to their lane when the lease runs out).
 UNREACHABLE = (ZnsError, OSError, redis.RedisError, KombuError)
@@ -47,7 +48,7 @@ class LaneFeeder:
     """One pass over the accounts with waiting steps; safe to run in many processes at once."""
 
     def __init__(
-        self, runtime: Runtime, publish: PublishEntry, *, clock: Clock = system_clock
+        self, runtime: Runtime, publish: PublishEntries, *, clock: Clock = system_clock
     ) -> None:
         self._rt = runtime
         self._publish = publish
@@ -101,16 +102,15 @@ class LaneFeeder:
         )
 
     def _publish_all(self, account: str, release: Release) -> None:
-        """Publish the taken steps; a failed publish leaves its step's lease to run out (it goes
-        back to its lane), and ends the others'."""
-        published: list[Released] = []
-        try:
-            for item in release.taken:
-                self._publish(item.entry, self._kwargs(item))
-                published.append(item)
-                metrics.RELEASED.labels(account, item.entry.lane.value).inc()
-        finally:
-            self._rt.lanes.done(account, published)
+        """Publish the taken steps, then end their leases; a failed publish leaves them to run
+        out (the steps go back to their lane: published again, a repeat the idempotency key
+        makes harmless)."""
+        if not release.taken:
+            return
+        self._publish([(item.entry, self._kwargs(item)) for item in release.taken])
+        self._rt.lanes.done(account, release.taken)
+        for item in release.taken:
+            metrics.RELEASED.labels(account, item.entry.lane.value).inc()
 
     def _kwargs(self, item: Released) -> dict[str, Any]:
         entry = item.entry
