@@ -62,6 +62,7 @@ class Size:
     rate_backlog: int
 
 
+STEADY = (0.3, 0.9)
 FULL = Size(5000, 1000, (0, 100), (1, 2), 5000, 600)
 SMOKE = Size(300, 60, (100,), (1,), 1000, 150)
 
@@ -83,6 +84,7 @@ class Row:
     zalo_calls_per_msg: float | None = None
     get_token_calls: int | None = None
     rss_mb: float | None = None
+    steady: float | None = None  # msg/s between the 30th and the 90th percentile of sends
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -494,8 +496,20 @@ def _triple(size: Size, processes: int, latency: int, workdir: Path, console: Co
             label = (
                 f"{bench.__name__.removeprefix('bench_')} @ {latency} ms, {processes} process(es)"
             )
-            rows.append(_announce(console, label, lambda: bench(sc)))  # noqa: B023
+            row = _announce(console, label, lambda: bench(sc))  # noqa: B023
+            row.steady = steady_throughput(sorted(m.sent_time_ms for m in control.messages()))
+            rows.append(row)
     return rows
+
+
+def steady_throughput(sent_ms: list[int], window: tuple[float, float] = STEADY) -> float | None:
+    """Sends per second between two percentiles of the send times: past the first step of every
+    journey (20% of the steps, the ones that wait for a journey token) and before the drain, where
+    threads run out of work."""
+    lo, hi = (int(len(sent_ms) * edge) for edge in window)
+    if hi <= lo or sent_ms[hi - 1] <= sent_ms[lo]:
+        return None
+    return (hi - 1 - lo) / ((sent_ms[hi - 1] - sent_ms[lo]) / 1000)
 
 
 def bench_ours_single(sc: Scenario) -> Row:
@@ -544,16 +558,7 @@ def _checks(rows: list[Row]) -> dict[str, Any]:
             None,
         )
 
-    checks: dict[str, Any] = {}
-    ours, naive, raw = find("ours", 100, 1), find("naive", 100, 1), find("raw", 100, 1)
-    if ours and naive and raw:
-        checks["ours/naive @100ms, 1 process"] = round(ours.throughput / naive.throughput, 2)
-        checks["ours/raw @100ms, 1 process"] = round(ours.throughput / raw.throughput, 2)
-    bare = find("ours-send_task", 100, 1)
-    if bare and naive:
-        checks["ours-send_task/naive @100ms, 1 process"] = round(
-            bare.throughput / naive.throughput, 2
-        )
+    checks: dict[str, Any] = _ratios(find("naive", 100, 1), find("raw", 100, 1), find)
     ours_rows = [r for r in rows if r.name.startswith("ours")]
     if ours_rows:
         checks["max Redis round trips per message (ours)"] = round(
@@ -574,14 +579,32 @@ def _checks(rows: list[Row]) -> dict[str, Any]:
     return checks
 
 
+def _ratios(
+    naive: Row | None, raw: Row | None, find: Callable[[str, int, int], Row | None]
+) -> dict[str, Any]:
+    """Each `ours` row against naive and raw at 100 ms, 1 process: over the whole run and in
+    steady state (`steady_throughput`)."""
+    ratios: dict[str, Any] = {}
+    for name in ("ours", "ours-send_task"):
+        row = find(name, 100, 1)
+        if row is None or naive is None:
+            continue
+        ratios[f"{name}/naive @100ms, 1 process"] = round(row.throughput / naive.throughput, 2)
+        if row.steady and naive.steady:
+            ratios[f"{name}/naive steady @100ms, 1 process"] = round(row.steady / naive.steady, 2)
+        if name == "ours" and raw is not None:
+            ratios["ours/raw @100ms, 1 process"] = round(row.throughput / raw.throughput, 2)
+    return ratios
+
+
 def _table(rows: list[Row]) -> Table:
-    table = Table("scenario", "latency", "procs", "steps", "msg/s", "p50 ms", "p99 ms",
+    table = Table("scenario", "latency", "procs", "steps", "msg/s", "steady", "p50 ms", "p99 ms",
                   "Redis RT/msg", "+Celery result", "Zalo calls/msg", "RSS MB",
                   title="zns bench")  # fmt: skip
     for r in rows:
         table.add_row(
             r.name, f"{r.latency_ms}", f"{r.processes}", f"{r.steps}", f"{r.throughput:,.0f}",
-            _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.redis_trips_per_msg, 2),
+            _fmt(r.steady), _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.redis_trips_per_msg, 2),
             _fmt(r.celery_result_trips_per_msg, 2),
             _fmt(r.zalo_calls_per_msg, 2), _fmt(r.rss_mb),
         )  # fmt: skip
