@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 from kombu.transport import redis as kombu_redis
 
-from worker.messaging.broker import Transport
+from worker.messaging.broker import INBOXES, Transport, inbox_sweep_args, pop_many_args
 from worker.messaging.broker_message import REASON_HEADER, UNREADABLE, envelope_of
 from worker.messaging.celery_app import create_celery
 from worker.messaging.names import QUEUE
 from worker.settings import Settings
-from worker.state.scripts import register
+from worker.state.scripts import Script, register
 
 
 def _publish(redis_url: str, count: int) -> Celery:
@@ -46,7 +47,7 @@ def test_popped_messages_are_unacked_in_kombus_format_and_restore_unchanged(
     oldest = before[-3:][::-1]  # LPUSH in, RPOP out
     # When 3 are popped in one call
     pop = register(client, "broker_pop_many", package="worker.messaging")
-    reply = pop(keys=["unacked_index", "unacked", QUEUE], args=[3, "1700000000.5"])
+    reply = _pop(pop, 3, now=1700000000.5)
     # Then 3 came out, oldest first, each registered as unacked, 2 left on the queue
     assert reply[0::3] == oldest and reply[1::3] == [QUEUE] * 3
     assert sorted(reply[2::3]) == sorted(client.hkeys("unacked"))  # the tag each is acked by
@@ -64,6 +65,13 @@ def test_popped_messages_are_unacked_in_kombus_format_and_restore_unchanged(
     assert _comparable(client.lrange(QUEUE, 0, -1)) == _comparable(before)
 
 
+def _pop(pop: Script, want: int, *, now: float = 1.0, inboxes: tuple[str, ...] = ()) -> Any:
+    keys, args = pop_many_args(
+        "unacked_index", "unacked", INBOXES, list(inboxes), [QUEUE], want=want, now=now
+    )
+    return pop(keys=keys, args=args)
+
+
 def _comparable(raw_messages: list[bytes | str]) -> list[str]:
     decoded = [json.loads(raw) for raw in raw_messages]
     for message in decoded:
@@ -77,9 +85,9 @@ def test_a_pop_takes_no_more_than_asked_and_nothing_from_an_empty_queue(
 ) -> None:
     client.delete(QUEUE, "unacked", "unacked_index")
     pop = register(client, "broker_pop_many", package="worker.messaging")
-    assert pop(keys=["unacked_index", "unacked", QUEUE], args=[10, "1.0"]) == []
+    assert _pop(pop, 10) == []
     _publish(redis_url, 4)
-    assert len(pop(keys=["unacked_index", "unacked", QUEUE], args=[2, "1.0"])) == 6
+    assert len(_pop(pop, 2)) == 6
     assert client.llen(QUEUE) == 2
 
 
@@ -105,7 +113,7 @@ def test_a_pop_never_takes_a_message_it_cannot_read_and_stops_before_it(
     _publish(redis_url, 1)
     pop = register(client, "broker_pop_many", package="worker.messaging")
     # When a batch of 10 is asked for
-    reply = pop(keys=["unacked_index", "unacked", QUEUE], args=[10, "1.0"])
+    reply = _pop(pop, 10)
     # Then the two before it are taken and registered, and it stays at the head of the queue
     # (for kombu's BRPOP, read in Python): a script error would have popped it with no home
     assert len(reply) == 6 and client.hlen("unacked") == 2
@@ -164,3 +172,52 @@ def test_an_item_the_batch_pop_registered_keeps_its_tag_whatever_python_makes_of
         envelope = envelope_of(raw, "zns", tag="t-1")
         # Then each keeps the tag its unacked entry has, so the ack removes that entry
         assert envelope["properties"]["delivery_tag"] == "t-1"
+
+
+INBOX = f"{QUEUE}\x06\x16inbox.host.1"
+
+
+def test_a_drain_takes_the_whole_inbox_first_and_marks_it_seen(
+    redis_url: str, client: redis.Redis
+) -> None:
+    # Given a message a blocking move took into this consumer's inbox (its reply lost), a poison
+    # item moved there too, and two messages still on the queue
+    client.delete(QUEUE, "unacked", "unacked_index", INBOXES, INBOX)
+    _publish(redis_url, 3)
+    moved = client.lmove(QUEUE, INBOX, "RIGHT", "LEFT")
+    client.lpush(INBOX, "not json")  # moved in after it
+    pop = register(client, "broker_pop_many", package="worker.messaging")
+    # When the consumer drains with room for 3
+    reply = _pop(pop, 3, now=50.0, inboxes=(INBOX,))
+    # Then the inbox comes out whole, oldest first: the message registered, the poison with no
+    # tag (Python registers it as kombu does); then 1 from the queue (the room left)
+    assert reply[0::3][:2] == [moved, "not json"]
+    assert reply[1::3] == [INBOX, INBOX, QUEUE]
+    assert reply[5] == "" and reply[2] and reply[8]
+    assert client.llen(INBOX) == 0 and client.llen(QUEUE) == 1
+    assert client.hlen("unacked") == 2
+    # And the inbox is marked as seen now, so no sweep puts it back
+    assert client.zscore(INBOXES, INBOX) == 50.0
+
+
+def test_a_sweep_puts_a_stale_inbox_back_at_the_head_in_order(
+    redis_url: str, client: redis.Redis
+) -> None:
+    # Given a consumer that moved two messages into its inbox at t=100 and was never seen again
+    client.delete(QUEUE, "unacked", "unacked_index", INBOXES, INBOX)
+    _publish(redis_url, 3)
+    order = client.lrange(QUEUE, 0, -1)[::-1]  # the order consumers take them in
+    client.zadd(INBOXES, {INBOX: 100})
+    client.lmove(QUEUE, INBOX, "RIGHT", "LEFT")
+    client.lmove(QUEUE, INBOX, "RIGHT", "LEFT")
+    sweep = register(client, "broker_inbox_sweep", package="worker.messaging")
+    keys, args = inbox_sweep_args(INBOXES, INBOX, QUEUE, stale_before=99.0)
+    # When a sweep looks for inboxes not seen since before t=99, it leaves this one alone
+    assert sweep(keys=keys, args=args) == -1 and client.llen(INBOX) == 2
+    # When it looks for inboxes not seen since t=101, both go back ahead of the third
+    keys, args = inbox_sweep_args(INBOXES, INBOX, QUEUE, stale_before=101.0)
+    assert sweep(keys=keys, args=args) == 2
+    assert client.lrange(QUEUE, 0, -1)[::-1] == order
+    assert client.exists(INBOX) == 0 and client.zscore(INBOXES, INBOX) is None
+    # And a second sweep finds nothing to move (a message is in one place only)
+    assert sweep(keys=keys, args=args) == 0 and client.llen(QUEUE) == 3

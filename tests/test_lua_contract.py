@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from worker.job import Job, parse_job
-from worker.messaging.broker import pop_many_args
+from worker.messaging.broker import inbox_sweep_args, pop_many_args
 from worker.messaging.result_backend import store_result_args
 from worker.state.idempotency import finish_args, release_args, reopen_args
 from worker.state.keys import Keys
@@ -103,7 +103,10 @@ BUILDERS: dict[str, Builder] = {
         "jt", "lock", token="t", journey_id="j", created_at_ms=1, expires_at_ms=2, holder="h"
     ),
     "tokens/max_field": lambda: max_field_args("h", "f", 1),
-    "messaging/broker_pop_many": lambda: pop_many_args("i", "b", ["q1", "q2"], want=1, now=1.0),
+    "messaging/broker_pop_many": lambda: pop_many_args(
+        "i", "b", "r", ["q1.in"], ["q1", "q2"], want=1, now=1.0
+    ),
+    "messaging/broker_inbox_sweep": lambda: inbox_sweep_args("r", "i", "q", stale_before=1.0),
     "messaging/store_result": lambda: store_result_args("r", meta_json="{}", expires_s=0),
 }
 #: The step's identity as the first six ARGV.
