@@ -1,13 +1,27 @@
-"""The Redis broker transport of our workers: kombu's, handing the consumer many messages per
-round trip instead of one.
+"""The Redis broker transport of our workers: kombu's, with a pop that cannot lose a message
+and many messages handed to the consumer per round trip.
 
 kombu's Redis consumer takes one message per BRPOP and then registers it as unacked in a second
-round trip, all on the worker's single consumer thread. With a backlog that thread, not Zalo's
-latency, capped a worker process (its pool of threads sat mostly idle). Here, after each BRPOP,
-one Lua call (`broker_pop_many.lua`) takes up to `MAX_BATCH` more messages, never more than the
-prefetch room left, and registers each exactly as kombu does, atomically with the pop (kombu
-leaves a window between the two). Acks, restores after the visibility timeout and the warm
-shutdown's requeue are kombu's own: every message handed over is tracked by kombu's QoS.
+round trip, all on the worker's single consumer thread. Two things follow. With a backlog, that
+thread, not Zalo's latency, capped a worker process (its pool of threads sat mostly idle). And a
+BRPOP whose reply never reaches the worker (Redis restarted with the reply in its output buffer,
+a dropped connection, a worker killed between the two calls) loses the message: Redis popped it
+and nobody holds it. Here:
+
+- The blocking command is a move (`BLMOVE`, `BRPOPLPUSH` before Redis 6.2) of the first queue's
+  head into this consumer's own inbox, a list named after the queue, the host and the process.
+- After each move, or its timeout, one Lua call (`broker_pop_many.lua`) drains the inboxes and
+  takes up to `MAX_BATCH` more messages, never more than the prefetch room left, and registers
+  each exactly as kombu does. The inbox is marked as seen in a registry (`INBOXES`) then, and
+  before a move when it has not been for `TOUCH_EVERY_S`.
+- kombu's visibility sweep, every 10 s on every worker, also puts back at the head of its queue
+  every inbox not seen within the visibility timeout (`broker_inbox_sweep.lua`): a killed
+  worker's. A message is always in exactly one of queue, inbox and unacked, and every move
+  between them is atomic, so the sweep can cost order but never a message or a duplicate.
+
+Acks, restores after the visibility timeout and the warm shutdown's requeue are kombu's own: every
+message handed over is tracked by kombu's QoS. Each crash point: docs/reliability.md, the
+reliable pop.
 
 It is also hardened for a Redis restart under load (two kombu 5.7 behaviours lost or stopped
 work then):
@@ -18,16 +32,17 @@ work then):
   Celery treats it as unrecoverable: the worker exits. Here it is a `redis.ConnectionError`,
   which every caller already handles (an ack that fails leaves the message unacked in Redis, and
   the visibility sweep brings it back).
-- The message of the BRPOP itself is registered as unacked in a second call. If Redis stops in
-  between, the message exists only in this process and kombu drops it. Here that call is retried
-  while Redis comes back (seconds), so the message is kept.
+- A message registered by Python (one the Lua drain cannot read, or any message with kombu's
+  global key prefix, where kombu's BRPOP path is kept) is registered in a second call. If Redis
+  stops in between, that call is retried while Redis comes back (seconds), so the message is
+  kept.
 
 And it never lets a message a producer wrote kill the consumer: every popped item goes through
 `worker/messaging/broker_message.py` (a sound envelope as it is; anything kombu would raise on,
 wrapped for the consumer to dead-letter), and the batch pop leaves what Redis's cjson cannot
-decode for the BRPOP path.
+decode for the blocking move, after which Python reads it.
 
-Producers are unaffected: the wire format and the keys are kombu's. Selected with
+Producers and Flower are unaffected: the wire format and the queue keys are kombu's. Selected with
 `broker_transport` for `redis://` and `rediss://` brokers (`worker/messaging/celery_app.py`).
 """
 
