@@ -24,7 +24,7 @@ STEPS, DROPS = 40, 5
 
 def _step(n: int) -> dict[str, object]:
     return {
-        "phone": f"0977{n:06d}",
+        "phone": f"84977{n:06d}",
         "template_id": "900",
         "template_data": {"n": n},
         "journey": f"pop-{n}",
