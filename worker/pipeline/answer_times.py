@@ -6,11 +6,9 @@ threads, and a process saturated by its own work (one fast account keeping every
 makes every answer look slow while each thread waits for the interpreter. So an account is slow
 only when its answers average over the threshold *and* over `RELATIVE` times those of the fastest
 other account that sent in the last `RECENT_S`: slower than its neighbours under the same load.
-With no other account sending, the process's own CPU tells: a process using less than
-`CPU_BOUND` of a core is waiting for Zalo, not for the interpreter, so answers over the threshold
-are Zalo's. Such an account is capped before a neighbour arrives; otherwise the neighbour's
-first steps would queue behind every thread the slow account holds. The in-flight cap is
-enforced on steps arriving from the queue only for slow accounts (docs/design.md, fair lanes).
+With no other account sending there is nobody to make room for, and nothing is slow. The
+in-flight cap is enforced on steps arriving from the queue only for slow accounts
+(docs/design.md, fair lanes).
 """
 
 from __future__ import annotations
@@ -26,11 +24,6 @@ ALPHA = 0.3
 RELATIVE = 3.0
 #: Other accounts count as neighbours while they sent within this many seconds.
 RECENT_S = 60.0
-#: A process using this share of one core or more is busy with its own work: its answer times
-#: include waits for the interpreter (a GIL-bound worker runs at ~0.95).
-CPU_BOUND = 0.7
-#: The process's CPU share is measured over windows of this many seconds.
-CPU_WINDOW_S = 1.0
 
 
 @dataclass(slots=True)
@@ -42,20 +35,11 @@ class _Answers:
 class AnswerTimes:
     """Per-account average time of Zalo's answers to sends (seconds)."""
 
-    def __init__(
-        self,
-        slow_s: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        cpu_clock: Callable[[], float] = time.process_time,
-    ) -> None:
+    def __init__(self, slow_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._slow_s = slow_s
         self._clock = clock
-        self._cpu_clock = cpu_clock
         self._seen: dict[str, _Answers] = {}
         self._lock = threading.Lock()
-        self._cpu_mark = (clock(), cpu_clock())
-        self._cpu_share = 0.0
 
     def record(self, account: str, seconds: float) -> None:
         """One send's answer time."""
@@ -80,16 +64,4 @@ class AnswerTimes:
                 for name, seen in self._seen.items()
                 if name != account and now - seen.at <= RECENT_S
             ]
-        if others:
-            return mine.average > RELATIVE * min(others)
-        return not self._cpu_bound(now)
-
-    def _cpu_bound(self, now: float) -> bool:
-        """Whether this process used `CPU_BOUND` of a core or more over its last full window."""
-        with self._lock:
-            wall, cpu = self._cpu_mark
-            if now - wall >= CPU_WINDOW_S:
-                used = self._cpu_clock()
-                self._cpu_share = (used - cpu) / (now - wall)
-                self._cpu_mark = (now, used)
-            return self._cpu_share >= CPU_BOUND
+        return bool(others) and mine.average > RELATIVE * min(others)
