@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.errors import InvalidJob, InvalidPhone
+from worker.logs import mask_phones
 from worker.phone import mask_phone, normalize_phone
 
 
@@ -60,3 +61,14 @@ def test_non_string_input_is_rejected(raw: object) -> None:
 def test_mask_keeps_head_and_tail() -> None:
     assert mask_phone("84987654321") == "8498****321"
     assert mask_phone("123") == "***"
+
+
+def test_log_masking_takes_phones_and_leaves_ids_whole() -> None:
+    # A phone between punctuation or spaces is masked, in either form
+    assert mask_phones("to 0987654321, +84987654321 and phone=84987654321.") == (
+        "to 0987***321, +8498****321 and phone=8498****321."
+    )
+    # A run of digits inside a hex task id is not a phone: the id stays whole (logs join on it)
+    task_id = "046b34e76f57431eac67e0407123205c"
+    assert mask_phones(f"task {task_id} retried") == f"task {task_id} retried"
+    assert mask_phones("ref AB0987654321") == "ref AB0987654321"

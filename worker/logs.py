@@ -17,8 +17,10 @@ from worker.phone import mask_phone
 LogFormat = Literal["json", "text", "auto"]
 #: The account of the step this thread is working on (set by the task).
 current_account: ContextVar[str | None] = ContextVar("zns_account", default=None)
-#: Vietnamese mobile numbers as they may appear in free text (84… or 0…).
-PHONE_IN_TEXT = re.compile(r"(?<!\d)(?:84|0)\d{9}(?!\d)")
+#: Vietnamese mobile numbers as they may appear in free text (84… or 0…), standing alone: not a
+#: run of digits inside a word or a hex id (a task id such as `…e0407123205c` holds a ten-digit
+#: run that masking would corrupt).
+PHONE_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])(?:84|0)\d{9}(?![0-9A-Za-z])")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(task_id)s %(account)s] %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(task_id)s %(task_name)s %(account)s"
 
