@@ -89,18 +89,20 @@ def query(url: str, expr: str) -> list[object]:
 def webhook_receiver(env: dict[str, str], metrics_port: int, cwd: Path) -> Iterator[str]:
     """`zns webhooks` as a process, its metrics on `metrics_port`; yields the webhook URL."""
     ambient = {k: v for k, v in os.environ.items() if not k.startswith("ZNS_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.ops.cli", "webhooks", "--port", str(free_port())],
-        cwd=cwd,
-        env={**ambient, **env, "ZNS_WEBHOOKS__METRICS_PORT": str(metrics_port)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    errors = cwd / "webhooks.stderr"
+    with errors.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.ops.cli", "webhooks", "--port", str(free_port())],
+            cwd=cwd,
+            env={**ambient, **env, "ZNS_WEBHOOKS__METRICS_PORT": str(metrics_port)},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.startswith(READY_PREFIX), line
+        assert line.startswith(READY_PREFIX), f"{line!r}; stderr: {errors.read_text()[-2000:]}"
         yield line.removeprefix(READY_PREFIX).strip()
     finally:
         proc.terminate()
