@@ -221,3 +221,17 @@ def test_a_sweep_puts_a_stale_inbox_back_at_the_head_in_order(
     assert client.exists(INBOX) == 0 and client.zscore(INBOXES, INBOX) is None
     # And a second sweep finds nothing to move (a message is in one place only)
     assert sweep(keys=keys, args=args) == 0 and client.llen(QUEUE) == 3
+
+
+def test_a_sweep_moves_nothing_onto_a_queue_key_that_is_not_a_list(client: redis.Redis) -> None:
+    # Given a stale inbox holding a message, and its queue key overwritten with a string
+    client.delete(QUEUE, INBOXES, INBOX)
+    client.lpush(INBOX, "m1")
+    client.zadd(INBOXES, {INBOX: 1})
+    client.set(QUEUE, "not a list")
+    sweep = register(client, "broker_inbox_sweep", package="worker.messaging")
+    keys, args = inbox_sweep_args(INBOXES, INBOX, QUEUE, stale_before=10.0)
+    # Then the sweep refuses before taking anything: the message stays in the inbox
+    assert sweep(keys=keys, args=args) == -2
+    assert client.lrange(INBOX, 0, -1) == ["m1"]
+    client.delete(QUEUE)

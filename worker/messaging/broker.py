@@ -72,6 +72,8 @@ APPEND_PAUSES_S = (0.1, 0.2, 0.4, 0.8, 1.5, 3.0)
 #: The registry of consumers' inboxes (zset: inbox key -> when last drained or touched, seconds).
 INBOXES = "_zns.inboxes"
 INBOX_MARK = "inbox."
+#: broker_inbox_sweep.lua's answer when the queue key holds something other than a list.
+SWEEP_NOT_A_LIST = -2
 #: A consumer marks its inbox as seen before a blocking move if it has not for this long (its
 #: drains mark it too); far under the visibility timeout after which a sweep puts it back.
 TOUCH_EVERY_S = 10.0
@@ -266,6 +268,8 @@ class Channel(kombu_redis.Channel):
                     continue
                 keys, args = inbox_sweep_args(INBOXES, inbox, queue, stale_before=stale_before)
                 back = self._sweep(keys=keys, args=args)
+                if back == SWEEP_NOT_A_LIST:
+                    log.error("inbox %r not put back: its queue key is not a list", mark)
                 if back > 0:
                     log.warning("put back %d message(s) from the gone consumer %s", back, mark)
                     moved += back

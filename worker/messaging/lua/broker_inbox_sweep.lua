@@ -9,12 +9,18 @@
 -- KEYS[2] inbox        the inbox (list: the newest item on the left)
 -- KEYS[3] queue        the queue it was taken from (kombu takes from the right)
 -- ARGV[1] stale_before  seconds: an inbox last seen before this is put back
--- Returns how many messages went back (-1: the inbox was seen since, left alone).
+-- Returns how many messages went back (-1: the inbox was seen since, left alone; -2: the queue key
+-- holds something other than a list, so nothing is moved: Redis never rolls a script back, and an
+-- RPUSH failing after its LPOP would leave the message with no home).
 local inboxes, inbox, queue = KEYS[1], KEYS[2], KEYS[3]
 local stale_before = tonumber(ARGV[1])
 local seen = redis.call('ZSCORE', inboxes, inbox)
 if seen and tonumber(seen) >= stale_before then
   return -1
+end
+local kind = redis.call('TYPE', queue)['ok']
+if kind ~= 'list' and kind ~= 'none' then
+  return -2
 end
 local moved = 0
 while true do
