@@ -9,7 +9,16 @@ from zns_dev.localrun import (
     RedisServer,
     WorkerProcess,
     free_port,
+    free_ports,
     wait_until,
 )
 
-__all__ = ["REPO", "SANDBOX_CREDENTIALS", "RedisServer", "WorkerProcess", "free_port", "wait_until"]
+__all__ = [
+    "REPO",
+    "SANDBOX_CREDENTIALS",
+    "RedisServer",
+    "WorkerProcess",
+    "free_port",
+    "free_ports",
+    "wait_until",
+]

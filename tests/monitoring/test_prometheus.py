@@ -17,7 +17,7 @@ import yaml
 
 from tests.monitoring.dashboard import Query, queries
 from tests.monitoring.tools import require_tool
-from tests.support import WorkerProcess, free_port, wait_until
+from tests.support import WorkerProcess, free_port, free_ports, wait_until
 from tests.webhooks.conftest import APP_ID, HOOK_SECRET, event, signed
 from worker.producer import Producer
 from worker.runtime import Runtime
@@ -92,7 +92,7 @@ def webhook_receiver(env: dict[str, str], metrics_port: int, cwd: Path) -> Itera
     errors = cwd / "webhooks.stderr"
     with errors.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.ops.cli", "webhooks", "--port", str(free_port())],
+            [sys.executable, "-m", "worker.ops.cli", "webhooks", "--port", "0"],
             cwd=cwd,
             env={**ambient, **env, "ZNS_WEBHOOKS__METRICS_PORT": str(metrics_port)},
             stdout=subprocess.PIPE,
@@ -136,7 +136,7 @@ def test_every_dashboard_query_returns_data(  # noqa: PLR0917 (pytest fixtures)
 ) -> None:
     binary = require_tool("prometheus")
     started = time.monotonic()
-    worker_port, hooks_port = free_port(), free_port()
+    worker_port, hooks_port = free_ports(2)
     start_worker(concurrency=4, ZNS_CELERY__METRICS_PORT=str(worker_port))
     hooks_env = {**worker_env, "ZNS_APP_ID": APP_ID, "ZNS_WEBHOOK_SECRET_KEY": HOOK_SECRET}
     with (
