@@ -3,7 +3,9 @@
 Redis has taken the message off the queue when it answers a BRPOP, BLMOVE or BRPOPLPUSH; the
 proxy closes both sides instead of forwarding that answer, as a Redis restart with the reply in
 its output buffer, a dropped connection or a load balancer cutting in would. Only answers that
-carry a message count (`$<len>` or `*<n>`, not the nil of a timeout), and only the first `drops`.
+carry a message count (`$<len>` or `*<n>`, not the nil of a timeout or an empty array), and only
+the first `drops`. Other commands can be watched instead (`watch`), and `on_drop` runs before
+the connection closes (a test kills the worker there: a crash at that exact point).
 """
 
 from __future__ import annotations
@@ -11,28 +13,36 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 BLOCKING = (b"BRPOP\r\n", b"BLMOVE\r\n", b"BRPOPLPUSH\r\n")
 CHUNK = 65536
 
 
+def blocking_pop(request: bytes) -> bool:
+    """A BRPOP, BLMOVE or BRPOPLPUSH."""
+    return any(command in request.upper() for command in BLOCKING)
+
+
 @dataclass
 class _Link:
-    """One client connection and its upstream; `blocking`: a blocking pop awaits its reply."""
+    """One client connection and its upstream; `watched`: a watched request awaits its reply."""
 
     client: socket.socket
     upstream: socket.socket
-    blocking: bool = False
+    watched: bool = False
 
 
 @dataclass
 class LossyProxy:
-    """Listens on loopback; forwards to `upstream_port`; loses `drops` blocking-pop replies."""
+    """Listens on loopback; forwards to `upstream_port`; loses the first `drops` replies that
+    carry data to requests `watch` picks (blocking pops by default), calling `on_drop` first."""
 
     upstream_port: int
     drops: int
+    watch: Callable[[bytes], bool] = blocking_pop
+    on_drop: Callable[[], object] | None = None
     port: int = 0
     dropped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,24 +82,25 @@ class LossyProxy:
 
     def _requests(self, link: _Link) -> None:
         while data := _recv(link.client):
-            if any(command in data.upper() for command in BLOCKING):
-                link.blocking = True
+            link.watched = self.watch(data)
             if not _send(link.upstream, data):
                 break
         _close(link)
 
     def _replies(self, link: _Link) -> None:
         while data := _recv(link.upstream):
-            if link.blocking and self._lose(data):
+            if link.watched and self._lose(data):
+                if self.on_drop is not None:
+                    self.on_drop()
                 _close(link)
                 return
-            link.blocking = False
+            link.watched = False
             if not _send(link.client, data):
                 break
         _close(link)
 
     def _lose(self, reply: bytes) -> bool:
-        carries_message = reply[:1] in (b"$", b"*") and reply[1:3] != b"-1"
+        carries_message = reply[:1] in (b"$", b"*") and reply[1:3] not in (b"-1", b"0\r")
         with self._lock:
             if carries_message and self.dropped < self.drops:
                 self.dropped += 1
@@ -121,9 +132,14 @@ def _close(link: _Link) -> None:
 
 
 @contextlib.contextmanager
-def lossy_proxy(upstream_port: int, drops: int) -> Iterator[LossyProxy]:
+def lossy_proxy(
+    upstream_port: int,
+    drops: int,
+    watch: Callable[[bytes], bool] = blocking_pop,
+    on_drop: Callable[[], object] | None = None,
+) -> Iterator[LossyProxy]:
     """A running `LossyProxy`, stopped at the end."""
-    proxy = LossyProxy(upstream_port, drops).start()
+    proxy = LossyProxy(upstream_port, drops, watch, on_drop).start()
     try:
         yield proxy
     finally:

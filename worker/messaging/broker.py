@@ -15,9 +15,9 @@ and nobody holds it. Here:
   each exactly as kombu does. The inbox is marked as seen in a registry (`INBOXES`) then, and
   before a move when it has not been for `TOUCH_EVERY_S`.
 - kombu's visibility sweep, every 10 s on every worker, also puts back at the head of its queue
-  every inbox not seen within the visibility timeout (`broker_inbox_sweep.lua`): a killed
-  worker's. A message is always in exactly one of queue, inbox and unacked, and every move
-  between them is atomic, so the sweep can cost order but never a message or a duplicate.
+  every inbox not seen for `INBOX_STALE_S` (`broker_inbox_sweep.lua`): a killed worker's. A
+  message is always in exactly one of queue, inbox and unacked, and every move between them is
+  atomic, so the sweep can cost order but never a message or a duplicate.
 
 Acks, restores after the visibility timeout and the warm shutdown's requeue are kombu's own: every
 message handed over is tracked by kombu's QoS. Each crash point: docs/reliability.md, the
@@ -75,8 +75,12 @@ INBOX_MARK = "inbox."
 #: broker_inbox_sweep.lua's answer when the queue key holds something other than a list.
 SWEEP_NOT_A_LIST = -2
 #: A consumer marks its inbox as seen before a blocking move if it has not for this long (its
-#: drains mark it too); far under the visibility timeout after which a sweep puts it back.
+#: drains mark it too).
 TOUCH_EVERY_S = 10.0
+#: A sweep puts back an inbox not seen for this long (or the visibility timeout, if shorter).
+#: Nothing in an inbox was delivered yet, so putting back a live consumer's costs order only:
+#: three touch periods is enough, and a killed worker's message waits seconds, not minutes.
+INBOX_STALE_S = 3 * TOUCH_EVERY_S
 
 
 class QoS(kombu_redis.QoS):
@@ -101,10 +105,10 @@ class QoS(kombu_redis.QoS):
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         """kombu's sweep for unacked messages past the visibility timeout, then for inboxes not
-        drained within it."""
+        seen for `INBOX_STALE_S`."""
         super().restore_visible(start, num, interval)
         channel = cast("Channel", self.channel)
-        channel.sweep_inboxes(time.time() - self.visibility_timeout)
+        channel.sweep_inboxes(time.time() - min(self.visibility_timeout, INBOX_STALE_S))
 
 
 class Channel(kombu_redis.Channel):
