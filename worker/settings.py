@@ -71,6 +71,9 @@ class CelerySettings(BaseModel):
     metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0 disables /metrics
     result_expires_s: int = Field(default=86_400, ge=60)
     task_events: bool = True  # task events for Flower (see celery_app.py for their cost)
+    #: RabbitMQ only: `quorum` declares `zns` as a quorum queue (replicated, survives a node
+    #: loss) on a topic exchange, retries through RabbitMQ's delayed delivery (celery_app.py).
+    queue_type: Literal["classic", "quorum"] = "classic"
 
 
 class PipelineSettings(BaseModel):
@@ -257,6 +260,11 @@ class Settings(BaseSettings):
             )
         if p.retry_max_delay_s < p.retry_base_delay_s:
             raise ValueError("ZNS_PIPELINE__RETRY_MAX_DELAY_S must be >= RETRY_BASE_DELAY_S")
+        if c.queue_type == "quorum" and not self.effective_broker_url.startswith("amqp"):
+            raise ValueError(
+                "ZNS_CELERY__QUEUE_TYPE=quorum needs a RabbitMQ broker (ZNS_BROKER_URL=amqp://…): "
+                "quorum queues are a RabbitMQ feature"
+            )
         return self
 
     def account(self, name: str) -> AccountSettings | None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker.job import masked_kwargs_repr
 from worker.messaging.broker import transport_for
@@ -72,7 +72,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # and Flower learns "started" from the task-started event anyway.
         # Everything on our queue, by name, for producers that import nothing of ours.
         "task_default_queue": QUEUE,
-        "task_queues": [Queue(QUEUE)],
+        "task_queues": [task_queue(c.queue_type)],
+        **quorum_config(c.queue_type),
         "task_routes": {TASK_NAME: {"queue": QUEUE}, BATCH_TASK_NAME: {"queue": QUEUE}},
         # A lost broker connection must not leave half-done tasks running unacked.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
@@ -85,9 +86,53 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def task_queue(queue_type: str) -> Queue:
+    """`zns` as workers and the producer API declare it. A quorum queue (RabbitMQ) is bound to a
+    topic exchange, so that Celery's native delayed delivery can route retries to it."""
+    if queue_type == "quorum":
+        return Queue(
+            QUEUE,
+            Exchange(QUEUE, type="topic"),
+            routing_key=QUEUE,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
+    return Queue(QUEUE)
+
+
+def quorum_config(queue_type: str) -> dict[str, Any]:
+    """With quorum queues: any queue Celery creates is a quorum queue on a topic exchange, and a
+    countdown goes through RabbitMQ's delay exchanges (Celery's native delayed delivery, set up
+    by every worker at start), since a quorum queue has no global prefetch a worker could raise
+    while it holds a message for its ETA."""
+    if queue_type != "quorum":
+        return {}
+    return {
+        "task_default_queue_type": "quorum",
+        "task_default_exchange_type": "topic",
+        "worker_detect_quorum_queues": True,
+        "broker_native_delayed_delivery_queue_type": "quorum",
+    }
+
+
+class ZnsCelery(Celery):
+    """Celery; with quorum queues, a countdown under one second is raised to one. Celery routes
+    a countdown through its delay exchanges by whole seconds and refuses one that rounds to zero
+    (kombu's `calculate_routing_key`): our retries would fail to publish."""
+
+    whole_second_countdowns = False
+
+    def send_task(self, name: str, *args: Any, **options: Any) -> Any:
+        """Celery's `send_task`, with the countdown adjusted as above."""
+        countdown = options.get("countdown")
+        if self.whole_second_countdowns and countdown is not None and 0 < countdown < 1:
+            options["countdown"] = 1.0
+        return super().send_task(name, *args, **options)
+
+
 def create_celery(settings: Settings) -> Celery:
     """A configured Celery app; tasks are registered by importing `tasks.step`."""
-    app = Celery("zns", include=TASK_MODULES)
+    app = ZnsCelery("zns", include=TASK_MODULES)
+    app.whole_second_countdowns = settings.celery.queue_type == "quorum"
     app.conf.update(celery_config(settings))
     return app
 
