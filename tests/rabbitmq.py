@@ -35,7 +35,7 @@ def rabbitmq_url(vhost: str) -> str:
     return RABBITMQ_URL.format(vhost=vhost)
 
 
-def _unavailable(reason: str) -> NoReturn:
+def unavailable(reason: str) -> NoReturn:
     """Skip with `reason`; fail under CI=true, where the broker tests must run."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI needs it)")
@@ -48,7 +48,7 @@ def require_rabbitmq() -> None:
         with Connection(rabbitmq_url("/"), connect_timeout=5) as conn:
             conn.ensure_connection(max_retries=2)
     except Exception as exc:  # kombu raises transport-specific errors
-        _unavailable(f"RabbitMQ not reachable at {rabbitmq_url('/')}: {type(exc).__name__}")
+        unavailable(f"RabbitMQ not reachable at {rabbitmq_url('/')}: {type(exc).__name__}")
 
 
 def management_api_url() -> str:
@@ -103,7 +103,7 @@ def require_management_api() -> str:
     if not _management_api_answers():
         why = _enable_management_plugin()
         if why is not None:
-            _unavailable(f"RabbitMQ management API not answering on :{MANAGEMENT_PORT} ({why})")
+            unavailable(f"RabbitMQ management API not answering on :{MANAGEMENT_PORT} ({why})")
     return management_api_url()
 
 

@@ -418,8 +418,10 @@ def _job_keys(message: dict[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def rabbitmq_idle(vhost: str, url: str) -> Callable[[], bool]:
-    """Nothing ready (a passive declare) and nothing unacked (rabbitmqctl, when there is one)."""
+def rabbitmq_idle(vhost: str, url: str, node: str | None = None) -> Callable[[], bool]:
+    """Nothing ready in `zns` (a passive declare) and, when rabbitmqctl is there (asking `node`,
+    else the machine's), nothing unacked in it and nothing waiting in Celery's delay queues
+    (quorum queues: a retry's countdown passes there)."""
 
     def idle() -> bool:
         with Connection(url, connect_timeout=5) as conn:
@@ -429,8 +431,9 @@ def rabbitmq_idle(vhost: str, url: str) -> Callable[[], bool]:
             return False
         if shutil.which("rabbitmqctl") is None:
             return True  # the step accounting and the claims still have to agree
+        command = ["rabbitmqctl", "-q", *(["-n", node] if node else []), "list_queues"]
         listing = subprocess.run(
-            ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_unacknowledged"],
+            [*command, "-p", vhost, "name", "messages", "messages_unacknowledged"],
             check=True,
             capture_output=True,
             text=True,
@@ -438,8 +441,12 @@ def rabbitmq_idle(vhost: str, url: str) -> Callable[[], bool]:
         ).stdout
         for line in listing.splitlines():
             parts = line.split()
-            if parts and parts[0] == QUEUE:
-                return parts[-1] == "0"
+            if len(parts) < 3:
+                continue
+            if parts[0] == QUEUE and parts[2] != "0":
+                return False
+            if parts[0].startswith("celery_delayed_") and parts[1] != "0":
+                return False
         return True
 
     return idle

@@ -186,13 +186,14 @@ def scenario(
     broker_idle: Callable[[], bool] | None = None,
     latency_ms: int = 20,
     drain_timeout_s: float = 240,
+    env: dict[str, str] | None = None,
 ) -> tuple[Row, Feeder, float]:
     """One restart scenario; returns the row, the feeder and the cut-off time."""
     chaos = new_chaos(
         sandbox=SandboxConfig(port=0, latency_ms=latency_ms),
         appendonly=True,
         broker_url=broker_url,
-        env=SHORT_TIMEOUTS,
+        env={**SHORT_TIMEOUTS, **(env or {})},
     )
     steps = make_steps(name.split(maxsplit=1)[0].lower(), count)
     started = time.monotonic()
