@@ -88,6 +88,17 @@ def test_a_visibility_timeout_shorter_than_a_batch_is_refused(
     assert load_settings().celery.visibility_timeout_s == 241
 
 
+def test_quorum_queues_need_a_rabbitmq_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZNS_CELERY__QUEUE_TYPE", "quorum")
+    with pytest.raises(ConfigError, match="ZNS_CELERY__QUEUE_TYPE=quorum needs a RabbitMQ"):
+        load_settings()
+    monkeypatch.setenv("ZNS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    assert load_settings().celery.queue_type == "quorum"
+    monkeypatch.setenv("ZNS_CELERY__QUEUE_TYPE", "stream")
+    with pytest.raises(ConfigError, match="ZNS_CELERY__QUEUE_TYPE"):
+        load_settings()
+
+
 def test_bad_secret_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZNS_HTTP__READ_TIMEOUT_S", "secret-looking-garbage")
     with pytest.raises(ConfigError) as info:

@@ -32,6 +32,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         **transport,
         "unacked_restore_interval": RESTORE_SWEEP_S,
         "unacked_restore_throttle": 1,
+        **confirm_options(c.queue_type),
     }
     return {
         "broker_url": settings.effective_broker_url,
@@ -112,6 +113,13 @@ def quorum_config(queue_type: str) -> dict[str, Any]:
         "worker_detect_quorum_queues": True,
         "broker_native_delayed_delivery_queue_type": "quorum",
     }
+
+
+def confirm_options(queue_type: str) -> dict[str, Any]:
+    """With quorum queues, every publish waits for RabbitMQ's confirm (the message is in the
+    queue's log): `enqueue` returns, and a worker acks a step it published again, only once the
+    broker holds the message, so a broker crash cannot take one in flight."""
+    return {"confirm_publish": True} if queue_type == "quorum" else {}
 
 
 class ZnsCelery(Celery):
