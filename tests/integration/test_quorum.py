@@ -1,9 +1,10 @@
 """`zns` as a RabbitMQ quorum queue (`ZNS_CELERY__QUEUE_TYPE=quorum`): the worker, the producer
 API, retries through Celery's native delayed delivery, and what a producer that declares the
-queue otherwise meets."""
+queue otherwise meets (Celery on its defaults, celery-node)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -14,6 +15,7 @@ import pytest
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
+from tests.integration.conftest import NODE_DIR
 from tests.rabbitmq import rabbitmq_url
 from tests.support import WorkerProcess, wait_until
 from worker.messaging.celery_app import task_queue
@@ -152,3 +154,36 @@ def test_a_producer_declaring_a_classic_queue_is_refused_loudly(
     # silently
     with pytest.raises(Exception, match=r"PRECONDITION_FAILED|inequivalent"):
         app.send_task(TASK_NAME, kwargs=_job(2), queue=QUEUE)
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_celery_node_on_rabbitmq_is_served_on_a_classic_queue_and_refused_on_a_quorum_queue(
+    queue_type: str,
+    node: str,
+    amqp_url: str,
+    start_worker: Callable[..., WorkerProcess],
+    control: SandboxControl,
+) -> None:
+    # Given a worker on RabbitMQ with `zns` of this type
+    start_worker(concurrency=2, ZNS_BROKER_URL=amqp_url, ZNS_CELERY__QUEUE_TYPE=queue_type)
+    # When celery-node (a Node billing app) publishes a step; it asserts a classic queue first
+    done = subprocess.run(
+        [node, str(NODE_DIR / "publish_amqp.mjs"), amqp_url],
+        cwd=NODE_DIR,
+        input=json.dumps(_job(3)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report = json.loads(done.stdout)
+    # Then on a classic queue the step is sent; on a quorum queue the Node app gets RabbitMQ's
+    # refusal (an error it sees, not a silent loss) and nothing is sent
+    if queue_type == "classic":
+        assert report.get("published") is True, report
+        wait_until(lambda: len(control.messages()) == 1, timeout_s=30, what="the step sent")
+        assert control.messages()[0].phone == _job(3)["phone"]
+    else:
+        assert "PRECONDITION_FAILED" in report.get("error", ""), report
+        time.sleep(1)
+        assert control.messages() == []
