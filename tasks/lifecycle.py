@@ -29,6 +29,8 @@ _stop = threading.Event()
 FAILED_PASS_PAUSE_S = 1.0
 #: The feeder runs many passes a second; its heartbeat is written at most this often.
 FEEDER_BEAT_S = 5.0
+#: The lag probe sleeps this long between two measures of how late it wakes.
+LAG_PROBE_S = 0.05
 
 
 def publish(kwargs: dict[str, Any]) -> None:
@@ -111,6 +113,15 @@ def _feed() -> None:
     _every("lane feeder", runtime().settings.pipeline.lane_feed_interval_s, work)
 
 
+def _probe_lag() -> None:
+    """How late a thread wakes in this process: the interpreter's queue (answer_times.py)."""
+    answer_times = runtime().sender.answer_times
+    while not _stop.is_set():
+        started = time.perf_counter()
+        _stop.wait(LAG_PROBE_S)
+        answer_times.record_lag(time.perf_counter() - started - LAG_PROBE_S)
+
+
 @worker_ready.connect
 def start_maintenance(**_: Any) -> None:
     """Start the maintenance thread once the worker consumes."""
@@ -129,6 +140,7 @@ def start_maintenance(**_: Any) -> None:
     _stop.clear()
     threading.Thread(target=_maintain, name="zns-maintenance", daemon=True).start()
     threading.Thread(target=_feed, name="zns-lane-feeder", daemon=True).start()
+    threading.Thread(target=_probe_lag, name="zns-lag-probe", daemon=True).start()
 
 
 @heartbeat_sent.connect

@@ -4,13 +4,13 @@ the `zns` queue as fast as their account can send them, realtime first (worker/s
 Each pass looks at the accounts that may have steps in a lane (a set in Redis, swept in full
 now and then in case a hint was lost), and for each takes, in one Lua call, what the account's
 rate grants within the horizon, no more than `lane_max_released` released and not begun, and,
-while Zalo is slow for the account (worker/pipeline/answer_times.py), no more than its in-flight
-cap leaves room for; each step with its rate-limit slot taken. Those are published, each in a
-message of its own under its own task id, with the slot in their sealed `_meta`, and their
-leases ended. One step per message: several would run one after the other in one thread, each in
-a slot taken for it and counted in flight only while it runs, so a message released while its
-account looked fast could hold a thread for ten slow answers, beyond the cap. Many feeders may
-run at once: the Lua call is atomic, so each step is taken by one of them.
+while Zalo is slow for the account or not yet seen fast (worker/pipeline/answer_times.py), no
+more than its in-flight cap leaves room for; each step with its rate-limit slot taken. Those are
+published, each in a message of its own under its own task id, with the slot in their sealed
+`_meta`, and their leases ended. One step per message: several would run one after the other in
+one thread, each in a slot taken for it and counted in flight only while it runs, so a message
+released while its account looked fast could hold a thread for ten slow answers, beyond the cap.
+Many feeders may run at once: the Lua call is atomic, so each step is taken by one of them.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class LaneFeeder:
             max_in_flight=settings.max_in_flight if settings else 0,
             limit=RELEASE_LIMIT,
             max_released=pipeline.lane_max_released,
-            enforce_cap=self._rt.sender.answer_times.slow(account),
+            enforce_cap=self._rt.sender.answer_times.capped(account),
         )
 
     def _publish_all(self, account: str, release: Release) -> None:

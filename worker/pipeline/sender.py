@@ -188,8 +188,8 @@ class JourneySender:
             lane=lane,
             released=attempt.released,
             # a released step's place was counted at its release; others are refused at the cap
-            # only while Zalo is slow for their account (worker/pipeline/answer_times.py)
-            enforce_cap=attempt.released is None and self.answer_times.slow(step.account),
+            # only while Zalo is slow for their account or not known fast yet (answer_times.py)
+            enforce_cap=attempt.released is None and self.answer_times.capped(step.account),
         )
         started = begin()
         if started.state is Begin.UNKNOWN:
