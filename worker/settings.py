@@ -110,9 +110,9 @@ class PipelineSettings(BaseModel):
     #: keep a worker process's threads busy, few enough that other accounts' steps never wait
     #: behind much of one account's bulk run.
     lane_max_released: int = Field(default=200, ge=1)
-    #: While Zalo's answers to an account's sends average longer than this (and slower than its
-    #: neighbours': worker/pipeline/answer_times.py), its steps arriving from the queue are
-    #: refused at its in-flight cap (`max_in_flight`) and wait in its lane.
+    #: While Zalo's answers to an account's sends average longer than this (not only because
+    #: the process is busy: worker/pipeline/answer_times.py), its steps arriving from the queue
+    #: are refused at its in-flight cap (`max_in_flight`) and wait in its lane.
     slow_answer_s: float = Field(default=DEFAULT_SLOW_ANSWER_S, gt=0)
     #: Refresh the OA access token proactively after this share of its life (~20 h of 25 h).
     refresh_at_fraction: float = Field(default=0.8, gt=0, lt=1)
