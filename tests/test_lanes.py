@@ -358,3 +358,26 @@ def test_a_fast_account_is_released_up_to_max_released_not_begun(
         assert len(rt.lanes.release("default", fast).taken) == 1
     finally:
         rt.close()
+
+
+def test_a_failed_publish_gives_the_steps_back_at_once(worker_env: dict[str, str]) -> None:
+    # Given steps in a lane and a broker that refuses the feeder's publish (it is restarting);
+    # leases of 30 s, the shipped default
+    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "0"}))
+    published: list[tuple[LaneEntry, dict[str, Any]]] = []
+
+    def down(_items: object) -> None:
+        raise OSError("broker unreachable")
+
+    try:
+        jobs = [_job(Lane.BULK) for _ in range(3)]
+        rt.lanes.push([_entry(job) for job in jobs])
+        with pytest.raises(OSError):
+            LaneFeeder(rt, down).feed("default")
+        # When the broker is back, the next pass
+        LaneFeeder(rt, published.extend).feed("default")
+        # Then it publishes them at once, in their order, not after their leases ran out
+        assert [e.task_id for e, _ in published] == [job.idempotency_key for job in jobs]
+        assert rt.lanes.release("default", _limits(rt, limit=3)).leased == 0
+    finally:
+        rt.close()

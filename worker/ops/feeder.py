@@ -15,6 +15,7 @@ Many feeders may run at once: the Lua call is atomic, so each step is taken by o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -102,12 +103,18 @@ class LaneFeeder:
         )
 
     def _publish_all(self, account: str, release: Release) -> None:
-        """Publish the taken steps, then end their leases; a failed publish leaves them to run
-        out (the steps go back to their lane: published again, a repeat the idempotency key
-        makes harmless)."""
+        """Publish the taken steps, then end their leases. A failed publish (the broker is
+        down) gives them back at once: the next pass after the broker returns releases them
+        again (a repeat for any published before the failure, which the idempotency key makes
+        harmless); if even that fails, their leases run out."""
         if not release.taken:
             return
-        self._publish([(item.entry, self._kwargs(item)) for item in release.taken])
+        try:
+            self._publish([(item.entry, self._kwargs(item)) for item in release.taken])
+        except UNREACHABLE:
+            with contextlib.suppress(*UNREACHABLE):
+                self._rt.lanes.give_back(account, release.taken)
+            raise
         self._rt.lanes.done(account, release.taken)
         for item in release.taken:
             metrics.RELEASED.labels(account, item.entry.lane.value).inc()

@@ -156,6 +156,15 @@ class LaneStore:
         if taken:
             self._client.zrem(self._keys.lane_leases(account), *(item.raw for item in taken))
 
+    def give_back(self, account: str, taken: Sequence[Released]) -> None:
+        """Their publish failed: end their leases now, so the next release puts them back at the
+        head of their lanes (instead of when the leases run out). Some may have been published
+        before the failure: a repeat, which the idempotency key makes harmless."""
+        if taken:
+            self._client.zadd(
+                self._keys.lane_leases(account), {item.raw: 0 for item in taken}, xx=True
+            )
+
     def active(self) -> set[str]:
         """Accounts that may have steps in a lane."""
         return {_text(name) for name in self._client.smembers(self._keys.lanes_active())}
