@@ -11,6 +11,7 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from kombu import Connection
 
@@ -31,6 +32,7 @@ class RabbitNode:
         self.name = f"zns{self.port}@localhost"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     def start(self) -> RabbitNode:
         """Start (again, keeping its data) and wait until it accepts AMQP connections."""
@@ -38,9 +40,10 @@ class RabbitNode:
         if server is None:
             unavailable("rabbitmq-server not installed: no private RabbitMQ node to kill")
         self._prepare()
-        log = (self.workdir / "node.out").open("ab")
+        if self._log is None:
+            self._log = (self.workdir / "node.out").open("ab")
         self.process = subprocess.Popen(
-            [server], env=self._env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            [server], env=self._env(), stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir
         )
         wait_until(self._answers, timeout_s=START_TIMEOUT_S, interval_s=0.5, what=self.name)
         return self
@@ -53,7 +56,7 @@ class RabbitNode:
             self.process.wait(30)
 
     def stop(self) -> None:
-        """Stop it for good (after the scenario)."""
+        """Stop it for good and remove its data (after the scenario)."""
         if self.process is not None and self.process.poll() is None:
             subprocess.run(["rabbitmqctl", "-q", "-n", self.name, "stop"], check=False, timeout=60)
             try:
@@ -61,6 +64,9 @@ class RabbitNode:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        if self._log is not None:
+            self._log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
