@@ -1,5 +1,6 @@
 """Scenarios 1 and 6: `kill -9` worker processes three times during a 2,000-step run, with a Redis
-broker and with a RabbitMQ broker.
+broker and with a RabbitMQ broker; and each of two workers killed once during 1,000 steps (Redis
+broker, the kill points drawn from `CHAOS_SEED`).
 
 What a killed worker held:
 - Redis broker: its messages stay in kombu's `unacked` hash until a *live* worker's periodic sweep
