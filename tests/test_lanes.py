@@ -162,6 +162,22 @@ def test_a_lease_that_runs_out_puts_the_entry_back_at_the_head(worker_env: dict[
         rt.close()
 
 
+def test_leases_that_run_out_put_their_entries_back_in_their_order(
+    worker_env: dict[str, str],
+) -> None:
+    env = {**worker_env, "ZNS_MAX_IN_FLIGHT": "0", "ZNS_PIPELINE__LANE_LEASE_S": "1"}
+    rt = build_runtime(settings_from(env))
+    try:
+        jobs = [_job(Lane.BULK) for _ in range(5)]
+        rt.lanes.push([_entry(job) for job in jobs])
+        assert len(rt.lanes.release("default", _limits(rt, limit=5)).taken) == 5  # feeder dies
+        time.sleep(1.1)
+        again = rt.lanes.release("default", _limits(rt, limit=5)).taken
+        assert [t.entry.task_id for t in again] == [job.idempotency_key for job in jobs]
+    finally:
+        rt.close()
+
+
 # --- a released step ------------------------------------------------------------------------------
 
 

@@ -103,7 +103,7 @@ class PipelineSettings(BaseModel):
     lane_feed_interval_s: float = Field(default=0.1, gt=0, le=5)
     #: How far ahead a feeder takes rate-limit slots for the steps it releases: a released step
     #: waits up to this long in its thread for its slot.
-    lane_horizon_s: float = Field(default=1.0, gt=0, le=10)
+    lane_horizon_s: float = Field(default=0.5, gt=0, le=10)
     #: A lane entry a feeder took and did not publish within this goes back to its lane.
     lane_lease_s: float = Field(default=30.0, ge=1)
     #: Steps of one account a feeder keeps released to the queue and not begun yet: enough to

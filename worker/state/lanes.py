@@ -161,9 +161,8 @@ class LaneStore:
         head of their lanes (instead of when the leases run out). Some may have been published
         before the failure: a repeat, which the idempotency key makes harmless."""
         if taken:
-            self._client.zadd(
-                self._keys.lane_leases(account), {item.raw: 0 for item in taken}, xx=True
-            )
+            ends = {item.raw: len(taken) - i for i, item in enumerate(taken)}  # long past, ordered
+            self._client.zadd(self._keys.lane_leases(account), ends, xx=True)  # as the release
 
     def active(self) -> set[str]:
         """Accounts that may have steps in a lane."""

@@ -80,7 +80,9 @@ while budget > 0 do
     break
   end
   local entry = redis.call('LPOP', lane)
-  redis.call('ZADD', leases, now_ms + lease_ms, entry)
+  -- each later entry's lease ends a microsecond sooner: put back oldest-score first, each at the
+  -- head, the first taken ends at the head again
+  redis.call('ZADD', leases, now_ms + lease_ms - (#out / 2) * 0.001, entry)
   local member = 'r:' .. entry_id(entry)
   redis.call('ZADD', released, now_ms + grace_ms, member)
   extend_ttl(released, grace_ms * 2)
