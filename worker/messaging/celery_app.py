@@ -117,8 +117,9 @@ def quorum_config(queue_type: str) -> dict[str, Any]:
 
 def confirm_options(queue_type: str) -> dict[str, Any]:
     """With quorum queues, every publish waits for RabbitMQ's confirm (the message is in the
-    queue's log): `enqueue` returns, and a worker acks a step it published again, only once the
-    broker holds the message, so a broker crash cannot take one in flight."""
+    queue's log): `enqueue` returns, a worker acks a step it published again, and a feeder ends
+    the lease of a step it released, only once the broker holds the message, so a broker crash
+    cannot take one in flight."""
     return {"confirm_publish": True} if queue_type == "quorum" else {}
 
 
