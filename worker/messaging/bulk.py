@@ -10,7 +10,8 @@ of Python. Here the message is built once by Celery itself (`amqp.as_task_v2`, a
 each message only swaps in its id, kwargs and masked kwargs repr; the messages go out in one
 LPUSH per `batch_size` steps. The messages are the ones Celery's own producer would write
 (protocol 2, JSON, base64 body, the queue's list). Other brokers (AMQP) use kombu's
-`Producer.batch`, whose publishes are asynchronous anyway.
+`Producer.batch`, whose publishes are asynchronous, except with quorum queues, where each waits
+for RabbitMQ's confirm (worker/messaging/celery_app.py).
 
 Not sent: the optional `task-sent` event per job (Flower still sees every task from `received`).
 """
