@@ -397,3 +397,29 @@ def test_a_failed_publish_gives_the_steps_back_at_once(worker_env: dict[str, str
         assert rt.lanes.release("default", _limits(rt, limit=3)).leased == 0
     finally:
         rt.close()
+
+
+def test_a_released_step_probing_the_quota_still_counts_in_flight(
+    worker_env: dict[str, str],
+) -> None:
+    # Given an account whose quota nobody has probed yet (a worker just started), cap 2
+    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "2"}))
+    try:
+        job = _job(Lane.BULK)
+        rt.lanes.push([_entry(job)])
+        (item,) = rt.lanes.release("default", _limits(rt, limit=1)).taken
+        released = ReleasedSlot(item.slot_at_ms, item.entry.task_id)
+        gate = rt.sender._gate
+        # When the released step begins and is told to probe the quota first
+        started = gate.begin(_keys(rt, job), owner="o1", probe=False, released=released)
+        assert started.state is Begin.UNKNOWN
+        # Then it still counts in flight while it probes (as slow as Zalo is): the feeder does
+        # not release another in its place
+        assert rt.lanes.in_flight("default") == 1
+        rt.sender.probe_quota("default", first=True)
+        assert gate.begin(_keys(rt, job), owner="o1", probe=False, released=released).state is (
+            Begin.OK
+        )
+        assert rt.lanes.in_flight("default") == 1  # now as its claim's owner
+    finally:
+        rt.close()

@@ -193,7 +193,12 @@ class JourneySender:
         )
         started = begin()
         if started.state is Begin.UNKNOWN:
-            self.probe_quota(step.account, first=True)
+            try:
+                self.probe_quota(step.account, first=True)
+            except BaseException:
+                if attempt.released is not None:  # it stayed counted in flight for the probe
+                    self._s.lanes.leave_in_flight(step.account, attempt.released.task_id)
+                raise
             started = begin()
         return started
 

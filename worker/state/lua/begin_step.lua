@@ -43,7 +43,8 @@
 -- Returns one of:
 --   {'token_busy'}                                                          (defer; nothing taken)
 --   {'sent', result_json} | {'dead', result_json} | {'busy', pttl_ms}       (nothing taken)
---   {'paused'} | {'template_blocked'} | {'unknown'} | {'exhausted'}         (claim given back)
+--   {'paused'} | {'template_blocked'} | {'unknown'} | {'exhausted'}         (claim given back;
+--    a released step stays counted in flight after 'unknown': it begins again after the probe)
 --   {'limited', wait_ms} | {'queued', 'lane' | 'cap'}                       (claim given back)
 --   {'ok', remaining, delay_ms, access_token, generation, jt_token, jt_journey_id,
 --    jt_created_at_ms, jt_expires_at_ms, slot_at_ms}             (claimed, slot and unit taken)
@@ -96,11 +97,17 @@ if claimed[1] ~= 'claimed' then
   return claimed
 end
 local verdict = gate(paused_hash, quota_hash, block_key, floor, probe)
+local now_ms = math.floor(now_us() / 1000)
 if verdict ~= 'ok' then
   redis.call('DEL', idem_hash)
+  if verdict == 'unknown' and released_member ~= '' and max_in_flight > 0 then
+    -- the sender probes the quota (a Zalo call, as slow as Zalo is) and begins again: the step
+    -- still holds its thread, so it still counts in flight (the sender removes it if the probe
+    -- fails; else the next begin does)
+    redis.call('ZADD', inflight, now_ms + tonumber(claim_ttl_ms), released_member)
+  end
   return {verdict}
 end
-local now_ms = math.floor(now_us() / 1000)
 local queued = must_queue(now_ms)
 if queued then
   redis.call('DEL', idem_hash)
