@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -44,19 +44,30 @@ def _keys(rt: Runtime, job: Job) -> StepKeys:
     return StepKeys(job.account, job.idempotency_key, job.template_id, rt.journey_tokens.key(ref))
 
 
+RuntimeWith = Callable[[dict[str, str]], Runtime]
+
+
 @pytest.fixture
-def lanes_rt(worker_env: dict[str, str]) -> Iterator[Runtime]:
+def runtime_with(worker_env: dict[str, str]) -> Iterator[RuntimeWith]:
+    """Runtimes on the test's Redis with these settings over the worker's; closed after."""
+    built: list[Runtime] = []
+
+    def build(env: dict[str, str]) -> Runtime:
+        built.append(build_runtime(settings_from({**worker_env, **env})))
+        return built[-1]
+
+    yield build
+    for rt in built:
+        rt.close()
+
+
+@pytest.fixture
+def lanes_rt(runtime_with: RuntimeWith) -> Runtime:
     """An account limited to 10 sends/s (9.5 with the headroom), in-flight cap 2."""
-    env = {
-        **worker_env,
-        "ZNS_RATE_PER_S": "10",
-        "ZNS_MAX_IN_FLIGHT": "2",
-        "ZNS_PIPELINE__RATE_MAX_WAIT_S": "0",
-    }
-    rt = build_runtime(settings_from(env))
+    env = {"ZNS_RATE_PER_S": "10", "ZNS_MAX_IN_FLIGHT": "2", "ZNS_PIPELINE__RATE_MAX_WAIT_S": "0"}
+    rt = runtime_with(env)
     rt.sender.probe_quota("default", first=True)
-    yield rt
-    rt.close()
+    return rt
 
 
 def _limits(rt: Runtime, limit: int = 100) -> ReleaseLimits:
@@ -134,48 +145,39 @@ def test_release_takes_realtime_first_in_order_with_spaced_slots(lanes_rt: Runti
     assert lanes_rt.lanes.release("default", _limits(lanes_rt)).taken == []
 
 
-def test_release_stops_at_the_rate_horizon(worker_env: dict[str, str]) -> None:
-    env = {**worker_env, "ZNS_RATE_PER_S": "5", "ZNS_MAX_IN_FLIGHT": "0"}
-    rt = build_runtime(settings_from(env))
-    try:
-        rt.lanes.push([_entry(_job(Lane.BULK)) for _ in range(20)])
-        release = rt.lanes.release("default", _limits(rt))
-        # 1 s of slots at 4.75/s: the slot now and those within the horizon
-        assert 4 <= len(release.taken) <= 6
-        assert release.bulk_left == 20 - len(release.taken)
-    finally:
-        rt.close()
+def test_release_stops_at_the_rate_horizon(runtime_with: RuntimeWith) -> None:
+    env = {"ZNS_RATE_PER_S": "5", "ZNS_MAX_IN_FLIGHT": "0"}
+    rt = runtime_with(env)
+    rt.lanes.push([_entry(_job(Lane.BULK)) for _ in range(20)])
+    release = rt.lanes.release("default", _limits(rt))
+    # 1 s of slots at 4.75/s: the slot now and those within the horizon
+    assert 4 <= len(release.taken) <= 6
+    assert release.bulk_left == 20 - len(release.taken)
 
 
-def test_a_lease_that_runs_out_puts_the_entry_back_at_the_head(worker_env: dict[str, str]) -> None:
-    env = {**worker_env, "ZNS_MAX_IN_FLIGHT": "0", "ZNS_PIPELINE__LANE_LEASE_S": "1"}
-    rt = build_runtime(settings_from(env))
-    try:
-        jobs = [_job(Lane.BULK) for _ in range(3)]
-        rt.lanes.push([_entry(job) for job in jobs])
-        taken = rt.lanes.release("default", _limits(rt, limit=1)).taken  # then the feeder dies
-        assert [t.entry.task_id for t in taken] == [jobs[0].idempotency_key]
-        time.sleep(1.1)
-        again = rt.lanes.release("default", _limits(rt, limit=3)).taken
-        assert [t.entry.task_id for t in again] == [job.idempotency_key for job in jobs]
-    finally:
-        rt.close()
+def test_a_lease_that_runs_out_puts_the_entry_back_at_the_head(runtime_with: RuntimeWith) -> None:
+    env = {"ZNS_MAX_IN_FLIGHT": "0", "ZNS_PIPELINE__LANE_LEASE_S": "1"}
+    rt = runtime_with(env)
+    jobs = [_job(Lane.BULK) for _ in range(3)]
+    rt.lanes.push([_entry(job) for job in jobs])
+    taken = rt.lanes.release("default", _limits(rt, limit=1)).taken  # then the feeder dies
+    assert [t.entry.task_id for t in taken] == [jobs[0].idempotency_key]
+    time.sleep(1.1)
+    again = rt.lanes.release("default", _limits(rt, limit=3)).taken
+    assert [t.entry.task_id for t in again] == [job.idempotency_key for job in jobs]
 
 
 def test_leases_that_run_out_put_their_entries_back_in_their_order(
-    worker_env: dict[str, str],
+    runtime_with: RuntimeWith,
 ) -> None:
-    env = {**worker_env, "ZNS_MAX_IN_FLIGHT": "0", "ZNS_PIPELINE__LANE_LEASE_S": "1"}
-    rt = build_runtime(settings_from(env))
-    try:
-        jobs = [_job(Lane.BULK) for _ in range(5)]
-        rt.lanes.push([_entry(job) for job in jobs])
-        assert len(rt.lanes.release("default", _limits(rt, limit=5)).taken) == 5  # feeder dies
-        time.sleep(1.1)
-        again = rt.lanes.release("default", _limits(rt, limit=5)).taken
-        assert [t.entry.task_id for t in again] == [job.idempotency_key for job in jobs]
-    finally:
-        rt.close()
+    env = {"ZNS_MAX_IN_FLIGHT": "0", "ZNS_PIPELINE__LANE_LEASE_S": "1"}
+    rt = runtime_with(env)
+    jobs = [_job(Lane.BULK) for _ in range(5)]
+    rt.lanes.push([_entry(job) for job in jobs])
+    assert len(rt.lanes.release("default", _limits(rt, limit=5)).taken) == 5  # feeder dies
+    time.sleep(1.1)
+    again = rt.lanes.release("default", _limits(rt, limit=5)).taken
+    assert [t.entry.task_id for t in again] == [job.idempotency_key for job in jobs]
 
 
 # --- a released step ------------------------------------------------------------------------------
@@ -242,31 +244,25 @@ def test_the_producer_puts_a_bulk_run_in_the_lane_and_records_it_enqueued(
 
 
 def test_the_feeder_publishes_each_step_alone_with_its_callbacks(
-    worker_env: dict[str, str],
+    runtime_with: RuntimeWith,
 ) -> None:
     published: list[tuple[LaneEntry, dict[str, Any]]] = []
     link = [{"task": "billing.sent", "args": [], "kwargs": {}, "options": {}}]
-    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "0"}))  # no limits
-    try:
-        entries = [_entry(_job(Lane.BULK)) for _ in range(3)]
-        linked = LaneEntry("linked", "default", Lane.BULK, _job().kwargs(), link=link)
-        rt.lanes.push([*entries, linked])
-        LaneFeeder(rt, published.extend).feed("default")
-        assert [e.task_id for e, _ in published] == [*(e.task_id for e in entries), "linked"]
-        assert published[3][0].link == link
-    finally:
-        rt.close()
+    rt = runtime_with({"ZNS_MAX_IN_FLIGHT": "0"})  # no limits
+    entries = [_entry(_job(Lane.BULK)) for _ in range(3)]
+    linked = LaneEntry("linked", "default", Lane.BULK, _job().kwargs(), link=link)
+    rt.lanes.push([*entries, linked])
+    LaneFeeder(rt, published.extend).feed("default")
+    assert [e.task_id for e, _ in published] == [*(e.task_id for e in entries), "linked"]
+    assert published[3][0].link == link
 
 
 # --- what a review found: nothing may leak, expire or die ---------------------------------------
 
 
-def test_the_feeder_survives_an_unreachable_redis(worker_env: dict[str, str]) -> None:
-    rt = build_runtime(settings_from({**worker_env, "ZNS_REDIS_URL": "redis://127.0.0.1:1/0"}))
-    try:
-        assert LaneFeeder(rt, lambda _items: None).run_once() == 0  # logged, never raised
-    finally:
-        rt.close()
+def test_the_feeder_survives_an_unreachable_redis(runtime_with: RuntimeWith) -> None:
+    rt = runtime_with({"ZNS_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert LaneFeeder(rt, lambda _items: None).run_once() == 0  # logged, never raised
 
 
 def test_a_released_duplicate_leaves_the_in_flight_count_at_once(
@@ -331,95 +327,83 @@ def test_a_canary_keeps_its_probe_flag_through_its_lane(lanes_rt: Runtime) -> No
 
 
 def test_the_cap_refuses_arrivals_only_while_zalo_is_slow_or_not_known_fast(
-    worker_env: dict[str, str],
+    runtime_with: RuntimeWith,
 ) -> None:
-    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "2"}))  # no rate limit
-    try:
-        rt.sender.probe_quota("default", first=True)
-        gate = rt.sender._gate
-        for owner in ("o1", "o2"):  # the cap (2) is full
-            assert gate.begin(_keys(rt, _job()), owner=owner, probe=False).state is Begin.OK
-        # no answer for the account has come back yet: its arrivals wait in its lane
-        assert rt.sender.process(_job(), Attempt(task_id="unknown")) == Queued("cap")
-        # a fast account's step is counted, not refused
-        rt.sender.answer_times.record("default", 0.1)
-        assert isinstance(rt.sender.process(_job(), Attempt(task_id="fast")), Sent)
-        # nor when its answers are slow only by the interpreter's wait (a busy process)
-        for _ in range(10):
-            rt.sender.answer_times.record_lag(0.5)
-            rt.sender.answer_times.record("default", 2.0)
-        assert isinstance(rt.sender.process(_job(), Attempt(task_id="busy")), Sent)
-        # but while Zalo itself answers it in seconds, its arrivals wait in its lane
-        for _ in range(10):
-            rt.sender.answer_times.record_lag(0.0)
-            rt.sender.answer_times.record("default", 2.0)
-        assert rt.sender.process(_job(), Attempt(task_id="slow")) == Queued("cap")
-    finally:
-        rt.close()
+    rt = runtime_with({"ZNS_MAX_IN_FLIGHT": "2"})  # no rate limit
+    rt.sender.probe_quota("default", first=True)
+    gate = rt.sender._gate
+    for owner in ("o1", "o2"):  # the cap (2) is full
+        assert gate.begin(_keys(rt, _job()), owner=owner, probe=False).state is Begin.OK
+    # no answer for the account has come back yet: its arrivals wait in its lane
+    assert rt.sender.process(_job(), Attempt(task_id="unknown")) == Queued("cap")
+    # a fast account's step is counted, not refused
+    rt.sender.answer_times.record("default", 0.1)
+    assert isinstance(rt.sender.process(_job(), Attempt(task_id="fast")), Sent)
+    # nor when its answers are slow only by the interpreter's wait (a busy process)
+    for _ in range(10):
+        rt.sender.answer_times.record_lag(0.5)
+        rt.sender.answer_times.record("default", 2.0)
+    assert isinstance(rt.sender.process(_job(), Attempt(task_id="busy")), Sent)
+    # but while Zalo itself answers it in seconds, its arrivals wait in its lane
+    for _ in range(10):
+        rt.sender.answer_times.record_lag(0.0)
+        rt.sender.answer_times.record("default", 2.0)
+    assert rt.sender.process(_job(), Attempt(task_id="slow")) == Queued("cap")
 
 
 def test_a_fast_account_is_released_up_to_max_released_not_begun(
-    worker_env: dict[str, str],
+    runtime_with: RuntimeWith,
 ) -> None:
-    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "2"}))
-    try:
-        rt.lanes.push([_entry(_job(Lane.BULK)) for _ in range(10)])
-        fast = ReleaseLimits(RateParams(0, 0), 1000, 2, 200, max_released=5, enforce_cap=False)
-        # Zalo is fast for it: its cap does not bound the release, the released-not-begun does
-        assert len(rt.lanes.release("default", fast).taken) == 5
-        assert rt.lanes.release("default", fast).taken == []
-        # and a released step that leaves (here: parked before it began) makes room for one more
-        first = str(rt.redis.zrange(rt.keys.lane_released("default"), 0, 0)[0])
-        rt.lanes.leave_in_flight("default", first.removeprefix("r:"))
-        assert len(rt.lanes.release("default", fast).taken) == 1
-    finally:
-        rt.close()
+    rt = runtime_with({"ZNS_MAX_IN_FLIGHT": "2"})
+    rt.lanes.push([_entry(_job(Lane.BULK)) for _ in range(10)])
+    fast = ReleaseLimits(RateParams(0, 0), 1000, 2, 200, max_released=5, enforce_cap=False)
+    # Zalo is fast for it: its cap does not bound the release, the released-not-begun does
+    assert len(rt.lanes.release("default", fast).taken) == 5
+    assert rt.lanes.release("default", fast).taken == []
+    # and a released step that leaves (here: parked before it began) makes room for one more
+    first = str(rt.redis.zrange(rt.keys.lane_released("default"), 0, 0)[0])
+    rt.lanes.leave_in_flight("default", first.removeprefix("r:"))
+    assert len(rt.lanes.release("default", fast).taken) == 1
 
 
-def test_a_failed_publish_gives_the_steps_back_at_once(worker_env: dict[str, str]) -> None:
+def test_a_failed_publish_gives_the_steps_back_at_once(runtime_with: RuntimeWith) -> None:
     # Given steps in a lane and a broker that refuses the feeder's publish (it is restarting);
     # leases of 30 s, the shipped default
-    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "0"}))
+    rt = runtime_with({"ZNS_MAX_IN_FLIGHT": "0"})
     published: list[tuple[LaneEntry, dict[str, Any]]] = []
 
     def down(_items: object) -> None:
         raise OSError("broker unreachable")
 
-    try:
-        jobs = [_job(Lane.BULK) for _ in range(3)]
-        rt.lanes.push([_entry(job) for job in jobs])
-        with pytest.raises(OSError):
-            LaneFeeder(rt, down).feed("default")
-        # When the broker is back, the next pass
-        LaneFeeder(rt, published.extend).feed("default")
-        # Then it publishes them at once, in their order, not after their leases ran out
-        assert [e.task_id for e, _ in published] == [job.idempotency_key for job in jobs]
-        assert rt.lanes.release("default", _limits(rt, limit=3)).leased == 0
-    finally:
-        rt.close()
+    jobs = [_job(Lane.BULK) for _ in range(3)]
+    rt.lanes.push([_entry(job) for job in jobs])
+    with pytest.raises(OSError):
+        LaneFeeder(rt, down).feed("default")
+    # When the broker is back, the next pass
+    LaneFeeder(rt, published.extend).feed("default")
+    # Then it publishes them at once, in their order, not after their leases ran out
+    assert [e.task_id for e, _ in published] == [job.idempotency_key for job in jobs]
+    assert rt.lanes.release("default", _limits(rt, limit=3)).leased == 0
 
 
 def test_a_released_step_probing_the_quota_still_counts_in_flight(
-    worker_env: dict[str, str],
+    runtime_with: RuntimeWith,
 ) -> None:
     # Given an account whose quota nobody has probed yet (a worker just started), cap 2
-    rt = build_runtime(settings_from({**worker_env, "ZNS_MAX_IN_FLIGHT": "2"}))
-    try:
-        job = _job(Lane.BULK)
-        rt.lanes.push([_entry(job)])
-        (item,) = rt.lanes.release("default", _limits(rt, limit=1)).taken
-        released = ReleasedSlot(item.slot_at_ms, item.entry.task_id)
-        gate = rt.sender._gate
-        # When the released step begins and is told to probe the quota first
-        started = gate.begin(_keys(rt, job), owner="o1", probe=False, released=released)
-        assert started.state is Begin.UNKNOWN
-        # Then it still counts in flight while it probes (as slow as Zalo is): the feeder does
-        # not release another in its place
-        assert rt.lanes.in_flight("default") == 1
-        rt.sender.probe_quota("default", first=True)
-        assert gate.begin(_keys(rt, job), owner="o1", probe=False, released=released).state is (
-            Begin.OK
-        )
-        assert rt.lanes.in_flight("default") == 1  # now as its claim's owner
-    finally:
-        rt.close()
+    rt = runtime_with({"ZNS_MAX_IN_FLIGHT": "2"})
+    job = _job(Lane.BULK)
+    rt.lanes.push([_entry(job)])
+    (item,) = rt.lanes.release("default", _limits(rt, limit=1)).taken
+    released = ReleasedSlot(item.slot_at_ms, item.entry.task_id)
+    gate = rt.sender._gate
+    # When the released step begins and is told to probe the quota first
+    started = gate.begin(_keys(rt, job), owner="o1", probe=False, released=released)
+    assert started.state is Begin.UNKNOWN
+    # Then it still counts in flight while it probes (as slow as Zalo is): the feeder does
+    # not release another in its place
+    assert rt.lanes.in_flight("default") == 1
+    rt.sender.probe_quota("default", first=True)
+    assert gate.begin(_keys(rt, job), owner="o1", probe=False, released=released).state is (
+        Begin.OK
+    )
+    assert rt.lanes.in_flight("default") == 1  # now as its claim's owner
