@@ -1,6 +1,6 @@
-"""The RabbitMQ rows with `zns` as a quorum queue (`ZNS_CELERY__QUEUE_TYPE=quorum`): workers
-killed (kill -9) three times, and the broker node itself killed (kill -9) and restarted mid-run
-while a producer keeps enqueueing.
+"""The RabbitMQ node itself killed (kill -9) and restarted mid-run, `zns` a quorum queue
+(`ZNS_CELERY__QUEUE_TYPE=quorum`), while a producer keeps enqueueing (the workers killed on a
+quorum queue: tests/chaos/test_worker_crash.py).
 
 The node scenario runs a private RabbitMQ node (tests/rabbitmq_node.py): killing the machine's
 shared one would take every other vhost down with it. A single node cannot show a quorum
@@ -21,41 +21,10 @@ import pytest
 from tests.chaos.harness import Chaos, rabbitmq_idle
 from tests.chaos.report import Row
 from tests.chaos.test_redis_restart import scenario
-from tests.chaos.test_worker_crash import HELD_JOBS_BOUND_S, held_by_dead_claims, kill_scenario
-from tests.rabbitmq import RABBITMQ_URL
 from tests.rabbitmq_node import RabbitNode
-from zns_dev.sandbox.config import SandboxConfig
 
 QUORUM = {"ZNS_CELERY__QUEUE_TYPE": "quorum"}
 NODE_DOWN_S = 2.0
-
-
-@pytest.mark.chaos_full
-@pytest.mark.timeout(900)
-def test_kill_9_three_times_rabbitmq_quorum_queue(
-    rabbitmq_vhost: str, new_chaos: Callable[..., Chaos], record: Callable[[Row], None]
-) -> None:
-    # Given three workers on RabbitMQ, `zns` a quorum queue (a vhost of our own)
-    url = RABBITMQ_URL.format(vhost=rabbitmq_vhost)
-    chaos = new_chaos(sandbox=SandboxConfig(port=0, latency_ms=20), broker_url=url, env=QUORUM)
-    claim_ttl_s = chaos.settings.pipeline.claim_ttl_s
-    # When 2,000 steps run and a worker is killed three times
-    row, _ = kill_scenario(
-        chaos,
-        2000,
-        held_by_dead_claims,
-        rabbitmq_idle(rabbitmq_vhost, url),
-        drain_timeout_s=claim_ttl_s + 240,
-    )
-    row.scenario = "kill -9 x3 (RabbitMQ quorum queue)"
-    record(row)
-    # Then nothing is lost, and a duplicate only ever concerns a job a dead worker held
-    assert math.isfinite(row.drain_s), row.details["undrained"]
-    assert row.lost == 0
-    assert row.details["duplicates_outside_held"] == []
-    assert row.dead_lettered == 0
-    assert row.failed_results == 0
-    assert row.details["held_out_after_s_max"] <= HELD_JOBS_BOUND_S
 
 
 @pytest.fixture

@@ -116,6 +116,16 @@ def run_kills(
     return done
 
 
+def assert_nothing_lost(row: Row) -> None:
+    """Drained, nothing lost, dead-lettered or failed; a duplicate only ever concerns a job a
+    dead worker held."""
+    assert math.isfinite(row.drain_s), row.details["undrained"]
+    assert row.lost == 0
+    assert row.details["duplicates_outside_held"] == []
+    assert row.dead_lettered == 0
+    assert row.failed_results == 0
+
+
 def held_jobs_out_after(chaos: Chaos, kills: list[Kill]) -> tuple[int, float]:
     """How many jobs the dead workers held, and the longest time from a kill to their send."""
     first_send: dict[str, float] = {}
@@ -211,11 +221,7 @@ def test_kill_9_three_times_redis_broker(
     row.details["restore_sweep_period_s"] = sweep_s
     record(row)
     # Then nothing is lost; a duplicate only ever concerns a job a dead worker held
-    assert math.isfinite(row.drain_s), row.details["undrained"]
-    assert row.lost == 0
-    assert row.details["duplicates_outside_held"] == []
-    assert row.dead_lettered == 0
-    assert row.failed_results == 0
+    assert_nothing_lost(row)
     # And the held jobs went out after the visibility timeout, once a live worker swept for them
     # (the 5-minute bound itself: tests/chaos/test_regressions.py)
     assert row.details["held_out_after_s_max"] <= visibility_s + sweep_s + 15
@@ -245,22 +251,30 @@ def test_kill_9_each_of_two_workers_once_redis_broker(
     row.scenario = "kill -9 each of 2 workers once (Redis broker)"
     record(row)
     # Then nothing is lost; a duplicate only ever concerns a job a dead worker held
-    assert math.isfinite(row.drain_s), row.details["undrained"]
-    assert row.lost == 0
-    assert row.details["duplicates_outside_held"] == []
-    assert row.dead_lettered == 0
-    assert row.failed_results == 0
+    assert_nothing_lost(row)
     assert row.details["held_out_after_s_max"] <= visibility_s + sweep_s + 15
 
 
 @pytest.mark.chaos_full
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    ("queue_type", "name"), [("classic", "broker"), ("quorum", "quorum queue")]
+)
 def test_kill_9_three_times_rabbitmq_broker(
-    rabbitmq_vhost: str, new_chaos: Callable[..., Chaos], record: Callable[[Row], None]
+    queue_type: str,
+    name: str,
+    rabbitmq_vhost: str,
+    new_chaos: Callable[..., Chaos],
+    record: Callable[[Row], None],
 ) -> None:
-    # Given three workers on RabbitMQ (a vhost of our own) with the state in Redis
+    # Given three workers on RabbitMQ (a vhost of our own), `zns` a classic or a quorum queue
+    # (ZNS_CELERY__QUEUE_TYPE), with the state in Redis
     url = RABBITMQ_URL.format(vhost=rabbitmq_vhost)
-    chaos = new_chaos(sandbox=SandboxConfig(port=0, latency_ms=20), broker_url=url)
+    chaos = new_chaos(
+        sandbox=SandboxConfig(port=0, latency_ms=20),
+        broker_url=url,
+        env={"ZNS_CELERY__QUEUE_TYPE": queue_type},
+    )
     claim_ttl_s = chaos.settings.pipeline.claim_ttl_s
     # When 2,000 steps run and a worker is killed three times
     row, _ = kill_scenario(
@@ -270,14 +284,10 @@ def test_kill_9_three_times_rabbitmq_broker(
         rabbitmq_idle(rabbitmq_vhost, url),
         drain_timeout_s=claim_ttl_s + 240,
     )
-    row.scenario = "kill -9 x3 (RabbitMQ broker)"
+    row.scenario = f"kill -9 x3 (RabbitMQ {name})"
     record(row)
     # Then nothing is lost, duplicates only for held jobs, and those go out once the dead
     # worker's claim expires (RabbitMQ requeued the messages at once)
-    assert math.isfinite(row.drain_s), row.details["undrained"]
-    assert row.lost == 0
-    assert row.details["duplicates_outside_held"] == []
-    assert row.dead_lettered == 0
-    assert row.failed_results == 0
+    assert_nothing_lost(row)
     assert row.details["held_out_after_s_max"] <= claim_ttl_s + 30
     assert row.details["held_out_after_s_max"] <= HELD_JOBS_BOUND_S

@@ -110,8 +110,6 @@ def quorum_config(queue_type: str) -> dict[str, Any]:
     return {
         "task_default_queue_type": "quorum",
         "task_default_exchange_type": "topic",
-        "worker_detect_quorum_queues": True,
-        "broker_native_delayed_delivery_queue_type": "quorum",
     }
 
 
